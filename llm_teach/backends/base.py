@@ -1,0 +1,86 @@
+"""Records and the protocol every generation backend implements.
+
+The backend seam is what makes a CPU laptop and a GPU cluster run the same stage code:
+`hf` (transformers in-process), `openai` (any OpenAI-compatible server) and `vllm`
+(in-process vLLM) all return these records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
+
+Message = dict[str, str]
+# A prompt is either plain text (sent as-is) or a chat (rendered with the model's template).
+Prompt = Union[str, list[Message]]
+
+
+@dataclass
+class SamplingConfig:
+    """How to sample. `temperature == 0` means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+    logprobs: bool = False  # also return the log-prob of every sampled token
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Generation:
+    """One completion of one prompt (the Generation record of DESIGN.md)."""
+
+    prompt: Prompt
+    completion: str
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    backend: str
+    model: str
+    sampling: dict[str, Any]
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # log p of each sampled token, when asked for
+    problem_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TokenLogprobs:
+    """Log-probs a model assigns to the tokens of a given completion.
+
+    `token_ids[i]` is the i-th completion token, `logprobs[i]` its log-prob given the prompt
+    and the completion tokens before it; `top_k[i]` (when asked for) maps the k most likely
+    token ids at that position to their log-probs.
+    """
+
+    token_ids: list[int]
+    logprobs: list[float]
+    top_k: list[dict[int, float]] | None = None
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.logprobs))
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What stages, trainers and evaluation need from a model."""
+
+    name: str  # "hf", "openai", "vllm"
+    model: str  # the model spec or served model name, as recorded in outputs
+
+    def generate(
+        self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig
+    ) -> list[list[Generation]]:
+        """`n` completions for every prompt, in prompt order."""
+        ...
+
+    def score(
+        self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0
+    ) -> list[TokenLogprobs]:
+        """Log-probs of each given completion's tokens after its prompt (+ top-k alternatives)."""
+        ...

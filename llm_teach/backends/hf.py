@@ -1,0 +1,168 @@
+"""transformers in-process backend: batched sampling and one-forward scoring, CPU or GPU.
+
+Chat prompts are rendered with the model's own chat template; batches are left-padded so
+every row's new tokens start at the same column. Each batch is seeded from `sampling.seed`
+and the batch's own prompts, so a resumed run that regenerates a batch gets the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs
+from llm_teach.models import default_device, load_model, load_tokenizer
+
+
+@dataclass
+class HFConfig:
+    """Options of the in-process transformers backend."""
+
+    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
+    device: str | None = None  # None = cuda when available, else cpu
+    batch_size: int = 16  # sequences per forward pass (prompts x n)
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: str, config: HFConfig | None = None, *, hf_model=None, tokenizer=None):
+        """Load `model` (any spec of `llm_teach.models`), or wrap an already loaded one."""
+        self.config = config or HFConfig()
+        self.model = model
+        self.device = self.config.device or default_device()
+        self.lm = hf_model if hf_model is not None else load_model(model, self.config.dtype, self.device)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
+
+    # -- prompts ---------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees for a prompt (chat template applied to chats)."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def _encode_prompt(self, prompt: Prompt) -> list[int]:
+        # The rendered template already holds BOS/special tokens: never add them twice.
+        return self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+    # -- generate --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
+        encoded = [self._encode_prompt(p) for p in prompts]
+        per_batch = max(1, self.config.batch_size // n)
+        results: list[list[Generation]] = []
+        for start in range(0, len(prompts), per_batch):
+            chunk = list(range(start, min(start + per_batch, len(prompts))))
+            rows = [encoded[i] for i in chunk for _ in range(n)]
+            outs = self._generate_rows(rows, sampling, seed=_batch_seed(sampling.seed, [encoded[i] for i in chunk]))
+            for j, i in enumerate(chunk):
+                results.append([
+                    Generation(prompt=prompts[i], backend=self.name, model=self.model,
+                               sampling=sampling.to_dict(), **out)
+                    for out in outs[j * n:(j + 1) * n]
+                ])
+        return results
+
+    def _generate_rows(self, rows: list[list[int]], sampling: SamplingConfig, seed: int) -> list[dict]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        greedy = sampling.temperature <= 0
+        kwargs = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+            output_logits=sampling.logprobs,
+        )
+        if not greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        else:  # the model's generation_config may carry sampling defaults: neutralize them
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        torch.manual_seed(seed)
+        out = self.lm.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new = out.sequences[:, width:].tolist()
+        logps = None
+        if sampling.logprobs:
+            steps = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [rows, steps, V]
+            logps = steps.gather(-1, out.sequences[:, width:, None]).squeeze(-1).tolist()
+        eos = set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+        results = []
+        for r, tokens in enumerate(new):
+            results.append(self._finish(tokens, logps[r] if logps else None, eos, sampling))
+        return results
+
+    def _finish(self, tokens: list[int], logps: list[float] | None, eos: set[int], sampling: SamplingConfig) -> dict:
+        """Cut a row at EOS (dropping padding) and at the first stop string."""
+        finish = "length"
+        for k, t in enumerate(tokens):
+            if t in eos:
+                tokens, finish = tokens[:k], "stop"
+                break
+        logps = logps[: len(tokens)] if logps is not None else None
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop in sampling.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        return dict(completion=text, finish_reason=finish, token_ids=tokens, logprobs=logps)
+
+    # -- score -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
+        """Log-probs of each completion's tokens in one forward pass per batch.
+
+        The completion is tokenized on its own and appended to the prompt tokens, so its token
+        boundaries are exactly the ones returned. Only the completion positions go through the
+        output layer: a 49k-vocabulary logits tensor for every prompt token would dominate
+        memory for long prompts.
+        """
+        pairs = [(self._encode_prompt(p), self.tokenizer(c, add_special_tokens=False)["input_ids"])
+                 for p, c in zip(prompts, completions, strict=True)]
+        results: list[TokenLogprobs] = []
+        decoder, head = self.lm.get_decoder(), self.lm.get_output_embeddings()
+        if any(getattr(self.lm.config, a, None) for a in ("final_logit_softcapping", "logit_scale")):
+            raise NotImplementedError(
+                f"score() applies the output layer directly and does not yet support models whose "
+                f"logits are soft-capped or scaled ({type(self.lm).__name__})"
+            )
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(pairs), self.config.batch_size):
+            batch = pairs[start:start + self.config.batch_size]
+            seqs = [p + c for p, c in batch]
+            width = max(len(s) for s in seqs)
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            for row, (p, c) in enumerate(batch):
+                if not c:
+                    results.append(TokenLogprobs([], [], [] if top_k else None))
+                    continue
+                # logits at position t predict token t+1: completion token j sits at len(p)+j.
+                positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=self.device)
+                logp = head(hidden[row, positions]).float().log_softmax(-1)
+                targets = torch.tensor(c, device=self.device)
+                chosen = logp.gather(-1, targets[:, None]).squeeze(-1).tolist()
+                tops = None
+                if top_k:
+                    values, indices = logp.topk(top_k, dim=-1)
+                    tops = [dict(zip(i.tolist(), v.tolist())) for i, v in zip(indices, values)]
+                results.append(TokenLogprobs(token_ids=c, logprobs=chosen, top_k=tops))
+        return results
+
+
+def _batch_seed(seed: int, encoded: list[list[int]]) -> int:
+    digest = hashlib.sha256(repr((seed, encoded)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

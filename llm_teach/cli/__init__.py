@@ -1,0 +1,54 @@
+"""The `llm-teach` command. One module per command group keeps each small; this one owns the
+app and the single place where user errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="llm-teach",
+    help="Teach a small language model with a larger one: generate data, distill, reinforce, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Importing the command modules registers their commands on `app`.
+from llm_teach.cli import evaluate as _evaluate  # noqa: E402,F401
+from llm_teach.cli import models as _models  # noqa: E402,F401
+
+for _optional in ("serve", "train", "generate", "run"):
+    try:
+        __import__(f"llm_teach.cli.{_optional}")
+    except ModuleNotFoundError as exc:  # a command group not written yet
+        if exc.name != f"llm_teach.cli.{_optional}":
+            raise
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning UserError into one line + exit 2."""
+    from llm_teach.errors import UserError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

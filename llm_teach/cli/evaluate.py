@@ -1,0 +1,75 @@
+"""`llm-teach eval`: accuracy of a model on a benchmark."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from llm_teach.cli import app
+from llm_teach.cli import options as opt
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", help="Model spec (see `llm-teach models list`) or served model name.")],
+    out: opt.Out,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", help="gsm8k, math500 or rg:TASK; sets grading and the default data.")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="Where problems come from (default: the benchmark itself); a path is read locally, nothing is fetched.")] = None,
+    limit: opt.Limit = None,
+    columns: opt.Columns = None,
+    samples: Annotated[int, typer.Option("--samples", help="Completions per problem (K); K>1 adds maj@K and pass@K.")] = 1,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy. Default 0 for one sample, 0.7 for several.")] = None,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 512,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    template: Annotated[str, typer.Option("--template", help="Prompt template under prompts/.")] = "eval/boxed.jinja",
+    backend: opt.Backend = "hf",
+    base_url: opt.BaseUrl = None,
+    api_key_env: opt.ApiKeyEnv = None,
+    max_concurrency: opt.MaxConcurrency = 8,
+    dtype: opt.Dtype = "auto",
+    batch_size: opt.BatchSize = 16,
+    tensor_parallel_size: opt.TensorParallel = 1,
+) -> None:
+    """Evaluate MODEL on a benchmark; writes OUT/items.jsonl, OUT/summary.json, OUT/manifest.json."""
+    from llm_teach.backends import make_backend
+    from llm_teach.data import load_problems
+    from llm_teach.errors import UserError
+    from llm_teach.evaluation import EvalConfig, evaluate
+    from llm_teach.models import parse_spec
+
+    if benchmark is None:
+        if data is None or not (data in ("gsm8k", "math500") or data.startswith("rg:")):
+            raise UserError("--benchmark is needed (gsm8k, math500 or rg:TASK) unless --data names one")
+        benchmark = data.split("?")[0]
+    if not (benchmark in ("gsm8k", "math500") or benchmark.startswith("rg:")):
+        raise UserError(f"unknown benchmark '{benchmark}' (gsm8k, math500 or rg:TASK)")
+    if samples < 1:
+        raise UserError("--samples must be at least 1")
+    if backend in ("hf", "vllm"):
+        parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
+    source = data or benchmark
+    label = benchmark if not benchmark.startswith("rg:") else None
+    problems = load_problems(source, limit, split="test", columns=opt.parse_columns(columns), data_format=label)
+    config = EvalConfig(benchmark=benchmark, samples=samples,
+                        temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
+                        top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, template=template)
+    engine = make_backend(model, opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype,
+                                                     batch_size, tensor_parallel_size))
+    summary = evaluate(engine, problems, config, out)
+    print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['model']} on {summary['benchmark']}")
+    for column in ("n", "samples", "accuracy", "± stderr", "maj@k", "pass@k", "truncated"):
+        table.add_column(column, justify="right")
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table.add_row(str(summary["n"]), str(summary["samples"]), fmt(summary["accuracy"]),
+                  fmt(summary["accuracy_stderr"]), fmt(summary.get("maj_at_k")), fmt(summary.get("pass_at_k")),
+                  fmt(summary["truncated_fraction"]))
+    Console().print(table)

@@ -1,0 +1,45 @@
+"""Options shared by several commands, declared once so they mean the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from llm_teach.backends import BackendOptions
+from llm_teach.errors import UserError
+
+Data = Annotated[str, typer.Option("--data", help="Problem source: gsm8k, math500, rg:TASK or a .jsonl/.parquet path.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N problems.")]
+Columns = Annotated[Optional[str], typer.Option("--columns", help="Map a file's columns: question=COL,answer=COL[,id=COL,solution=COL].")]
+Out = Annotated[str, typer.Option("--out", help="Output directory; re-running with the same one resumes.")]
+Backend = Annotated[str, typer.Option("--backend", help="hf (in-process transformers), openai (any compatible server) or vllm (in-process).")]
+BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")]
+ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="openai backend: name of the environment variable holding the API key.")]
+MaxConcurrency = Annotated[int, typer.Option("--max-concurrency", help="openai backend: requests in flight.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="hf backend: sequences per forward pass.")]
+TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="vllm backend: GPUs per model.")]
+ConfigFile = Annotated[Optional[str], typer.Option("--config", help="YAML file with options for this command.")]
+Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one option: key=value (repeatable).")]
+
+
+def backend_options(backend: str, base_url: str | None, api_key_env: str | None, max_concurrency: int,
+                    dtype: str, batch_size: int, tensor_parallel_size: int) -> BackendOptions:
+    if backend == "openai" and not base_url:
+        raise UserError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+    return BackendOptions(backend=backend, base_url=base_url, api_key_env=api_key_env,
+                          max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
+                          tensor_parallel_size=tensor_parallel_size)
+
+
+def parse_columns(columns: str | None) -> dict[str, str] | None:
+    if not columns:
+        return None
+    mapping = {}
+    for part in columns.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in ("id", "question", "answer", "solution"):
+            raise UserError(f"--columns: '{part}' should be FIELD=COLUMN with FIELD in id, question, answer, solution")
+        mapping[key.strip()] = value.strip()
+    return mapping

@@ -1,0 +1,7 @@
+"""Problems in, records out: loaders, the Problem schema and crash-safe JSONL files."""
+
+from llm_teach.data.jsonl import RecordLog, read_jsonl, write_json_atomic, write_jsonl_atomic
+from llm_teach.data.problems import Problem, grading_benchmark, load_problems
+
+__all__ = ["Problem", "RecordLog", "grading_benchmark", "load_problems", "read_jsonl",
+           "write_json_atomic", "write_jsonl_atomic"]

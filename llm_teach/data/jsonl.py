@@ -1,0 +1,127 @@
+"""JSONL in and out: strict reading with file:line errors, atomic writes, crash-safe appends.
+
+Every arrow of the pipeline is a file a human can open, so these few functions carry the
+project's durability promise: a reader names the exact line that is broken, a finished output
+appears all at once (temp file + rename), and a long run appends one record per `write` so a
+SIGKILL costs at most the record being written, which the next run drops and redoes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from llm_teach.errors import UserError
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, object)` for every non-blank line; a bad line is a UserError."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}: line {number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a file so readers see either the old content or the new, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    lines = [_dumps(r) for r in records]
+    write_text_atomic(path, "".join(lines))
+    return len(lines)
+
+
+class RecordLog:
+    """A resumable JSONL output: `<name>.part` while running, `<name>` once finalized.
+
+    Records are appended with one `write` + flush + fsync per batch; on reopen a torn last
+    line (the process died mid-write) is cut off, so the file always holds whole records.
+    `keys()` tells a re-run what is already done.
+    """
+
+    def __init__(self, path: str | Path, key: str = "id"):
+        self.path = Path(path)
+        self.part = self.path.with_name(self.path.name + ".part")
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.part.exists():
+            # A finished output being extended (e.g. a re-run with a larger --limit).
+            self.part.write_bytes(self.path.read_bytes())
+        if self.part.exists():
+            _drop_torn_tail(self.part)
+        self._keys = {r[self.key] for r in self.records()}
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.part.exists():
+            return []
+        return read_jsonl(self.part)
+
+    def keys(self) -> set[Any]:
+        return set(self._keys)
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        fresh = [r for r in records if r[self.key] not in self._keys]
+        if not fresh:
+            return
+        with self.part.open("a", encoding="utf-8") as handle:
+            handle.write("".join(_dumps(r) for r in fresh))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._keys.update(r[self.key] for r in fresh)
+
+    def finalize(self, order: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Publish the records (in `order` of keys when given) under the final name."""
+        records = self.records()
+        if order is not None:
+            by_key = {r[self.key]: r for r in records}
+            records = [by_key[k] for k in order if k in by_key]
+        write_jsonl_atomic(self.path, records)
+        self.part.unlink(missing_ok=True)
+        return records
+
+
+def _drop_torn_tail(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)

@@ -1,0 +1,168 @@
+"""Accuracy of a model on a benchmark: pass@1 (mean over samples), maj@k and unbiased pass@k.
+
+Work is done in fixed chunks of problems; each finished chunk is appended to
+`items.jsonl.part`, so a killed run re-run with the same `--out` redoes at most one chunk,
+and the chunk seeds make the redone samples the same as they would have been.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_teach.backends.base import Backend, SamplingConfig
+from llm_teach.data.jsonl import RecordLog, write_json_atomic
+from llm_teach.data.problems import Problem
+from llm_teach.errors import UserError
+from llm_teach.grading import answer_key, grade
+from llm_teach.progress import progress_bar
+from llm_teach.prompts import render, template_hash
+
+
+@dataclass
+class EvalConfig:
+    """What an evaluation run does. Everything here is recorded; a resume must match it."""
+
+    benchmark: str  # grading rule: gsm8k, math500, rg:TASK
+    samples: int = 1  # completions per problem (K)
+    temperature: float = 0.0  # 0 = greedy; K > 1 usually wants e.g. 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    template: str = "eval/boxed.jinja"  # prompt template under prompts/
+    chunk_size: int = 8  # problems per generate call and per durable append
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Generate, grade and write `items.jsonl` + `summary.json` under `out_dir`; return the summary."""
+    out = Path(out_dir)
+    _check_resumable(out, backend, config, problems)
+    log = RecordLog(out / "items.jsonl")
+    todo = [p for p in problems if p.id not in log.keys()]
+    started = time.time()
+    tokens = 0
+    with progress_bar(f"eval {config.benchmark}", total=len(problems), done=len(problems) - len(todo)) as advance:
+        for start in range(0, len(todo), config.chunk_size):
+            chunk = todo[start:start + config.chunk_size]
+            prompts = [[{"role": "user", "content": render(config.template, question=p.question)}] for p in chunk]
+            generations = backend.generate(prompts, config.samples, config.sampling())
+            records = [_item(p, prompt, gens, config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]
+            tokens += sum(len(g.token_ids or []) for gens in generations for g in gens)
+            log.append(records)
+            advance(len(chunk))
+    items = log.finalize(order=[p.id for p in problems])
+    summary = summarize(items, config, model=backend.model, backend=backend.name)
+    write_json_atomic(out / "summary.json", summary)
+    _write_eval_manifest(out, backend, config, problems, status="complete",
+                         timings={"seconds_this_run": round(time.time() - started, 2)},
+                         usage={"completion_tokens_this_run": tokens})
+    return summary
+
+
+def _item(problem: Problem, prompt, generations, benchmark: str) -> dict[str, Any]:
+    grades = [grade(g.completion, problem.answer, benchmark, problem.meta) for g in generations]
+    return {
+        "id": problem.id,
+        "gold": problem.answer,
+        "prompt": prompt,
+        "completions": [g.completion for g in generations],
+        "answers": [gr.extracted for gr in grades],
+        "correct": [gr.correct for gr in grades],
+        "methods": [gr.method for gr in grades],
+        "finish_reasons": [g.finish_reason for g in generations],
+    }
+
+
+def summarize(items: list[dict[str, Any]], config: EvalConfig, model: str, backend: str) -> dict[str, Any]:
+    k = config.samples
+    per_item = [sum(it["correct"]) / len(it["correct"]) for it in items]
+    n = len(items)
+    accuracy = sum(per_item) / n if n else 0.0
+    summary: dict[str, Any] = {
+        "benchmark": config.benchmark,
+        "model": model,
+        "backend": backend,
+        "n": n,
+        "samples": k,
+        "accuracy": accuracy,
+        # Standard error of the mean over problems: the honest size of a small-n difference.
+        "accuracy_stderr": _stderr(per_item),
+        "truncated_fraction": _mean([r == "length" for it in items for r in it["finish_reasons"]]),
+        "no_answer_fraction": _mean([a is None for it in items for a in it["answers"]]),
+        "temperature": config.temperature,
+        "max_new_tokens": config.max_new_tokens,
+    }
+    if k > 1:
+        summary["maj_at_k"] = _mean([majority_correct(it, config.benchmark) for it in items])
+        summary["pass_at_k"] = _mean([pass_at_k(len(it["correct"]), sum(it["correct"]), k) for it in items])
+        summary["pass_at"] = {str(j): _mean([pass_at_k(len(it["correct"]), sum(it["correct"]), j) for it in items])
+                              for j in _powers_of_two(k)}
+    return summary
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_correct(item: dict[str, Any], benchmark: str) -> bool:
+    """Is the most common extracted answer correct? Equivalent answers (1,000 and 1000.0)
+    vote together; ties go to the answer seen first; no answer never wins."""
+    keys = [answer_key(a, benchmark) if a is not None else None for a in item["answers"]]
+    votes = Counter(k for k in keys if k is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(k for k in keys if k is not None and votes[k] == top)
+    return bool(item["correct"][keys.index(winner)])
+
+
+def _check_resumable(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem]) -> None:
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        import json
+
+        previous = json.loads(manifest.read_text())
+        if previous.get("config") != asdict(config) or previous.get("model") != backend.model:
+            raise UserError(f"{out} holds an evaluation with another model or config; "
+                            f"use a new --out (or delete it) to start over")
+    _write_eval_manifest(out, backend, config, problems, status="running")
+
+
+def _write_eval_manifest(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem], **extra) -> None:
+    from llm_teach.manifest import write_manifest
+
+    write_manifest(out, model=backend.model, backend=backend.name, config=asdict(config),
+                   prompts={config.template: template_hash(config.template)},
+                   counts={"problems": len(problems)}, **extra)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def _stderr(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _powers_of_two(k: int) -> list[int]:
+    out, j = [], 1
+    while j < k:
+        out.append(j)
+        j *= 2
+    return out + [k]

