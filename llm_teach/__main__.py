@@ -1,0 +1,3 @@
+from llm_teach.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""Shared fixtures: one converted SmolLM2 and one tiny random model for the whole session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CLI = [sys.executable, "-m", "llm_teach"]
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> str:
+    from llm_teach.models import prepare
+
+    return prepare("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    from llm_teach.models import prepare
+
+    return prepare("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir):
+    from llm_teach.backends.hf import HFBackend, HFConfig
+
+    return HFBackend("tiny-random", HFConfig(dtype="float32", device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend(smollm2_dir):
+    from llm_teach.backends.hf import HFBackend, HFConfig
+
+    return HFBackend("smollm2-135m", HFConfig(dtype="float32", device="cpu"))
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run `llm-teach ARGS` in a subprocess, as a user would (exit codes, stderr, no shared state)."""
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def shared_data(*parts: str) -> Path:
+    return SHARED_DATA.joinpath(*parts)
+
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not on this machine")
