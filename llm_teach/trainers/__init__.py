@@ -1,0 +1,1 @@
+"""Trainers built on TRL (SFT, DPO, GRPO, KDRL, distillation) and their losses."""

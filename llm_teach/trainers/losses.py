@@ -1,0 +1,543 @@
+"""Distillation and KDRL losses: small functions and `nn.Module`s with shapes in the docstrings.
+
+Two families live here:
+
+* **Distillation** (SSB, sequence KD, GKD-style): match the teacher's next-token distribution
+  at every completion position, either from full-vocabulary teacher logits or from the
+  teacher's stored top-k log-probs (see `logit_store.py`). `DistillLoss` works on student
+  logits; `ChunkedDistillLoss` works on hidden states + the lm_head weight and never builds
+  `[B, T, V]` logits for the whole batch.
+* **KDRL** (GRPO + reverse KL to a teacher on the student's own rollouts): per-token
+  estimators of `KL(pi_theta || pi_T)`, the beta schedule and reward-guided masking.
+
+Pure torch: no TRL here, so the trainers can wrap these without circular knowledge.
+
+Alignment contract (all distillation losses): the CALLER shifts. `student_logits[:, t]` must
+already be the prediction for the token at `targets[:, t]`, and the teacher tensors at `t` the
+teacher's distribution for that same token. With a causal LM that means
+`logits = model(input_ids).logits[:, :-1]` and `targets = input_ids[:, 1:]` (and the teacher
+top-k stored per completion token is already in that frame). Nothing in this module shifts,
+so shifting again here would silently train on the wrong token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+Estimator = Literal["k1", "k2", "k3"]
+
+# ----------------------------------------------------------------------------------------
+# Divergences between two distributions given as log-probs over the same support [..., S]
+# ----------------------------------------------------------------------------------------
+
+
+def _kl(p_logps: Tensor, q_logps: Tensor) -> Tensor:
+    """KL(p || q) = sum_s p_s (log p_s - log q_s) over the last dim. [..., S] -> [...]"""
+    return (p_logps.exp() * (p_logps - q_logps)).sum(-1)
+
+
+def forward_kl(student_logps: Tensor, teacher_logps: Tensor) -> Tensor:
+    """Forward KL, KL(teacher || student): mode-covering, the classic Hinton KD objective.
+
+    Args:
+        student_logps: student log-probs over the support, [..., S].
+        teacher_logps: teacher log-probs over the same support, [..., S].
+
+    Returns:
+        Per-position divergence, [...] (no reduction).
+
+    Example:
+        >>> s, t = torch.randn(2, 5, 7).log_softmax(-1), torch.randn(2, 5, 7).log_softmax(-1)
+        >>> forward_kl(s, t).shape
+        torch.Size([2, 5])
+    """
+    return _kl(teacher_logps, student_logps)
+
+
+def reverse_kl(student_logps: Tensor, teacher_logps: Tensor) -> Tensor:
+    """Reverse KL, KL(student || teacher): mode-seeking, what on-policy KD (KDRL, MiniLLM) uses.
+
+    Args / Returns: as `forward_kl`, [..., S] -> [...].
+    """
+    return _kl(student_logps, teacher_logps)
+
+
+def jsd(student_logps: Tensor, teacher_logps: Tensor, beta: float = 0.5) -> Tensor:
+    """Generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2024, eq. 1), TRL convention.
+
+    With the mixture `M = beta * teacher + (1 - beta) * student`::
+
+        JSD(beta) = beta * KL(teacher || M) + (1 - beta) * KL(student || M)
+
+    and, exactly as TRL's `GKDTrainer.generalized_jsd_loss`, the end points are special-cased:
+    `beta == 0` returns forward KL and `beta == 1` returns reverse KL. Note this makes the
+    function discontinuous in beta: the formula itself tends to 0 at both ends (as
+    `beta * KL(teacher || student)` for small beta), so beta=0.01 is ~100x smaller than beta=0.
+
+    Args:
+        student_logps: [..., S] log-probs.
+        teacher_logps: [..., S] log-probs over the same support.
+        beta: mixture weight of the teacher, in [0, 1].
+
+    Returns:
+        Per-position divergence, [...].
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"jsd beta must be in [0, 1], got {beta}")
+    if beta == 0.0:
+        return forward_kl(student_logps, teacher_logps)
+    if beta == 1.0:
+        return reverse_kl(student_logps, teacher_logps)
+    mix = torch.logsumexp(
+        torch.stack([student_logps + math.log1p(-beta), teacher_logps + math.log(beta)]), dim=0
+    )
+    return beta * _kl(teacher_logps, mix) + (1 - beta) * _kl(student_logps, mix)
+
+
+# ----------------------------------------------------------------------------------------
+# Distillation loss over top-k or full teacher distributions
+# ----------------------------------------------------------------------------------------
+
+
+def _upcast(x: Tensor) -> Tensor:
+    # log_softmax over 100k+ classes in bf16/fp16 loses the small probabilities KD is about.
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def topk_divergence(
+    student_logits: Tensor,
+    teacher_topk_ids: Tensor,
+    teacher_topk_logprobs: Tensor,
+    divergence: Divergence = "forward_kl",
+    jsd_beta: float = 0.5,
+    temperature: float = 1.0,
+    student_renorm: bool = False,
+) -> Tensor:
+    """Per-position divergence between the student and a teacher known only on its top-k.
+
+    The teacher is renormalized over its top-k support (`log_softmax(logprobs / T)` over the
+    K entries): the stored log-probs are a truncation of its distribution and the mass it put
+    elsewhere is unknown, so the only proper distribution we have is the one on the support.
+    Re-tempering stored T=1 log-probs this way is exact on the support, because
+    `log_softmax((logits - c) / T) == log_softmax(logits / T)`.
+
+    The student, `student_renorm=False` (default): log-softmax over the FULL vocabulary, then
+    gather at the K ids. The divergence is then the exact divergence between the full student
+    distribution and the renormalized teacher (which is zero off the support):
+      * forward KL: the sum over the support (off-support teacher terms are 0). It also pushes
+        the student's mass onto the support, since sum_k p_k log q_k <= log sum_k q_k.
+      * JSD (0 < beta < 1): the support terms plus the off-support student mass `q_rest`,
+        which contributes `-(1 - beta) * log(1 - beta) * q_rest` in closed form.
+      * reverse KL (and JSD with beta=1) is infinite whenever the student puts any mass off the
+        support, so it is refused; use `student_renorm=True` or full teacher logits.
+
+    `student_renorm=True`: the student is also renormalized on the K ids, so the divergence
+    compares the two conditionals on the support and ignores how much mass the student puts
+    elsewhere. Well defined for every divergence, but blind to off-support mass.
+
+    Args:
+        student_logits: [B, T, V], already aligned with the teacher (see module docstring).
+        teacher_topk_ids: [B, T, K] int64 token ids (distinct within a position).
+        teacher_topk_logprobs: [B, T, K] teacher log-probs at those ids (any float dtype).
+        divergence: "forward_kl", "reverse_kl" or "jsd".
+        jsd_beta: beta of `jsd` (TRL convention: 0 -> forward KL, 1 -> reverse KL).
+        temperature: both sides are softened by T (no T^2 factor here; `DistillLoss` applies it).
+        student_renorm: renormalize the student on the support too (see above).
+
+    Returns:
+        [B, T] divergence per position (unmasked, unreduced).
+    """
+    if divergence == "jsd" and jsd_beta == 0.0:
+        divergence = "forward_kl"
+    beta_one = divergence == "reverse_kl" or (divergence == "jsd" and jsd_beta == 1.0)
+    if beta_one and not student_renorm:
+        raise ValueError(
+            "reverse KL against a top-k teacher is infinite unless the student is renormalized "
+            "on the support too: pass student_renorm=True, full teacher logits, or use "
+            "forward_kl / jsd with beta < 1"
+        )
+    teacher = torch.log_softmax(_upcast(teacher_topk_logprobs).detach() / temperature, dim=-1)
+    logits = _upcast(student_logits) / temperature
+    if student_renorm:
+        student = torch.log_softmax(logits.gather(-1, teacher_topk_ids.long()), dim=-1)
+    else:
+        student = torch.log_softmax(logits, dim=-1).gather(-1, teacher_topk_ids.long())
+
+    if divergence == "forward_kl":
+        return forward_kl(student, teacher)
+    if divergence == "reverse_kl":
+        return reverse_kl(student, teacher)
+    if divergence != "jsd":
+        raise ValueError(f"unknown divergence {divergence!r}")
+    d = jsd(student, teacher, jsd_beta)
+    if not student_renorm and jsd_beta < 1.0:
+        q_rest = (-torch.expm1(torch.logsumexp(student, dim=-1))).clamp_min(0.0)
+        d = d - (1 - jsd_beta) * math.log1p(-jsd_beta) * q_rest
+    return d
+
+
+def dense_divergence(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    divergence: Divergence = "forward_kl",
+    jsd_beta: float = 0.5,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Per-position divergence against full-vocabulary teacher logits. [B, T, V] x2 -> [B, T]"""
+    student = torch.log_softmax(_upcast(student_logits) / temperature, dim=-1)
+    teacher = torch.log_softmax(_upcast(teacher_logits).detach() / temperature, dim=-1)
+    if divergence == "forward_kl":
+        return forward_kl(student, teacher)
+    if divergence == "reverse_kl":
+        return reverse_kl(student, teacher)
+    if divergence == "jsd":
+        return jsd(student, teacher, jsd_beta)
+    raise ValueError(f"unknown divergence {divergence!r}")
+
+
+class DistillLossOutput(NamedTuple):
+    """What `DistillLoss` returns: `loss` to backprop, detached parts for logging."""
+
+    loss: Tensor  # scalar: lambda_kd * T^2 * kd + lambda_ce * ce
+    kd: Tensor  # scalar: mean divergence D over unmasked tokens (no T^2), detached
+    ce: Tensor  # scalar: mean cross-entropy on the targets, detached (0 if not computed)
+    num_tokens: Tensor  # scalar: mask sum, the denominator of every mean
+
+
+class DistillLoss(nn.Module):
+    """Knowledge-distillation loss: `lambda_kd * T^2 * D(teacher, student) + lambda_ce * CE`.
+
+    The teacher is given either as its top-k (`teacher_topk_ids`, `teacher_topk_logprobs`;
+    see `topk_divergence` for how the truncated support is handled) or as full
+    `teacher_logits`. D is averaged over unmasked positions, and so is the cross-entropy on
+    `targets` (computed at temperature 1: it is the ordinary LM loss). The T^2 factor (Hinton
+    et al. 2015) keeps the gradient scale of the soft term independent of the temperature.
+
+    Alignment contract: inputs are ALREADY aligned by the caller. `student_logits[:, t]`
+    predicts `targets[:, t]`, and the teacher tensors at `t` describe the same prediction. For a
+    causal LM: `logits[:, :-1]` with `input_ids[:, 1:]`. This module never shifts.
+
+    Args:
+        divergence: "forward_kl" KL(teacher||student), "reverse_kl" KL(student||teacher), or
+            "jsd" (generalized JSD, TRL's convention).
+        jsd_beta: beta for "jsd" (0 -> forward KL, 1 -> reverse KL).
+        temperature: softening temperature T applied to both student and teacher.
+        lambda_kd: weight of the distillation term.
+        lambda_ce: weight of the cross-entropy on `targets` (0 disables it; targets optional).
+        student_renorm: top-k only; renormalize the student on the teacher's support too.
+
+    Shapes (forward):
+        student_logits: [B, T, V]; mask: [B, T] (bool or float; 0 = ignore);
+        targets: [B, T] token ids (optional when lambda_ce == 0; masked positions must hold a
+            valid id or -100);
+        teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
+
+    Returns:
+        `DistillLossOutput(loss, kd, ce, num_tokens)`, all scalars.
+
+    Example:
+        >>> loss_fn = DistillLoss(divergence="forward_kl", temperature=2.0, lambda_ce=0.5)
+        >>> logits = torch.randn(2, 6, 50, requires_grad=True)
+        >>> t_lp, t_ids = torch.randn(2, 6, 50).log_softmax(-1).topk(8, dim=-1)
+        >>> out = loss_fn(logits, torch.ones(2, 6), targets=torch.randint(0, 50, (2, 6)),
+        ...               teacher_topk_ids=t_ids, teacher_topk_logprobs=t_lp)
+        >>> out.loss.backward()
+    """
+
+    def __init__(
+        self,
+        divergence: Divergence = "forward_kl",
+        jsd_beta: float = 0.5,
+        temperature: float = 1.0,
+        lambda_kd: float = 1.0,
+        lambda_ce: float = 0.0,
+        student_renorm: bool = False,
+    ) -> None:
+        super().__init__()
+        if divergence not in ("forward_kl", "reverse_kl", "jsd"):
+            raise ValueError(f"unknown divergence {divergence!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= jsd_beta <= 1.0:
+            raise ValueError(f"jsd_beta must be in [0, 1], got {jsd_beta}")
+        self.divergence = divergence
+        self.jsd_beta = jsd_beta
+        self.temperature = temperature
+        self.lambda_kd = lambda_kd
+        self.lambda_ce = lambda_ce
+        self.student_renorm = student_renorm
+
+    def token_losses(
+        self,
+        student_logits: Tensor,
+        targets: Tensor | None = None,
+        teacher_topk_ids: Tensor | None = None,
+        teacher_topk_logprobs: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Unreduced per-position `(D [B, T], CE [B, T] or None)`; the building block of both
+        `forward` and `ChunkedDistillLoss`. D is returned without the T^2 factor."""
+        if teacher_logits is not None:
+            d = dense_divergence(
+                student_logits, teacher_logits, self.divergence, self.jsd_beta, self.temperature
+            )
+        elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
+            d = topk_divergence(
+                student_logits,
+                teacher_topk_ids,
+                teacher_topk_logprobs,
+                self.divergence,
+                self.jsd_beta,
+                self.temperature,
+                self.student_renorm,
+            )
+        else:
+            raise ValueError("give teacher_logits or teacher_topk_ids + teacher_topk_logprobs")
+        ce = None
+        if self.lambda_ce != 0.0:
+            if targets is None:
+                raise ValueError("lambda_ce > 0 needs targets")
+            logits = _upcast(student_logits)
+            ce = F.cross_entropy(
+                logits.flatten(0, -2), targets.flatten().long(), reduction="none", ignore_index=-100
+            ).view(targets.shape)
+        return d, ce
+
+    def combine(
+        self, kd_sum: Tensor, ce_sum: Tensor | None, num_tokens: Tensor
+    ) -> DistillLossOutput:
+        """Masked sums (over the whole batch) -> the weighted mean loss and logging parts."""
+        n = num_tokens.clamp_min(1.0)
+        kd = kd_sum / n
+        loss = self.lambda_kd * self.temperature**2 * kd
+        ce = torch.zeros_like(kd)
+        if ce_sum is not None:
+            ce = ce_sum / n
+            loss = loss + self.lambda_ce * ce
+        return DistillLossOutput(loss, kd.detach(), ce.detach(), num_tokens.detach())
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        mask: Tensor,
+        targets: Tensor | None = None,
+        teacher_topk_ids: Tensor | None = None,
+        teacher_topk_logprobs: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
+    ) -> DistillLossOutput:
+        d, ce = self.token_losses(
+            student_logits, targets, teacher_topk_ids, teacher_topk_logprobs, teacher_logits
+        )
+        m = mask.to(d.dtype)
+        return self.combine((d * m).sum(), None if ce is None else (ce * m).sum(), m.sum())
+
+
+def _slice(x: Tensor | None, s: int, e: int) -> Tensor | None:
+    return None if x is None else x[:, s:e]
+
+
+class ChunkedDistillLoss(nn.Module):
+    """`DistillLoss` computed from hidden states, `chunk_size` positions at a time.
+
+    Each chunk computes its logits `hidden[:, s:e] @ lm_head_weight.T` ([B, chunk, V]), runs
+    `DistillLoss.token_losses` on them and keeps only masked sums; the result is
+    `sum of chunk sums / total mask count`, i.e. exactly the plain loss. With
+    `checkpoint=True` (default) each chunk runs under activation checkpointing, so its logits
+    are freed after the forward and recomputed in the backward: peak memory is one chunk of
+    logits instead of [B, T, V] (without it, autograd would keep every chunk's softmax alive
+    until backward, which adds up to the full tensor again).
+
+    Args:
+        chunk_size: positions per chunk.
+        checkpoint: recompute each chunk's logits in the backward instead of storing them.
+        **loss_kwargs: forwarded to `DistillLoss` (divergence, jsd_beta, temperature, ...).
+
+    Shapes (forward):
+        hidden: [B, T, H] final hidden states (after the final norm), aligned like the logits
+        of `DistillLoss`; lm_head_weight: [V, H]; mask, targets: [B, T];
+        teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
+
+    Returns:
+        `DistillLossOutput`, equal to `DistillLoss` on `hidden @ lm_head_weight.T`.
+
+    Example:
+        >>> loss_fn = ChunkedDistillLoss(chunk_size=4, divergence="jsd", jsd_beta=0.5)
+        >>> h, w = torch.randn(2, 10, 16, requires_grad=True), torch.randn(50, 16)
+        >>> t_lp, t_ids = torch.randn(2, 10, 50).log_softmax(-1).topk(8, dim=-1)
+        >>> loss_fn(h, w, torch.ones(2, 10), teacher_topk_ids=t_ids,
+        ...         teacher_topk_logprobs=t_lp).loss.backward()
+    """
+
+    def __init__(self, chunk_size: int = 256, checkpoint: bool = True, **loss_kwargs) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.checkpoint = checkpoint
+        self.loss = DistillLoss(**loss_kwargs)
+
+    def _chunk_sums(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        mask: Tensor,
+        targets: Tensor | None,
+        topk_ids: Tensor | None,
+        topk_logprobs: Tensor | None,
+        teacher_logits: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        logits = F.linear(hidden, weight)
+        d, ce = self.loss.token_losses(logits, targets, topk_ids, topk_logprobs, teacher_logits)
+        m = mask.to(d.dtype)
+        ce_sum = (ce * m).sum() if ce is not None else torch.zeros((), device=d.device)
+        return (d * m).sum(), ce_sum
+
+    def forward(
+        self,
+        hidden: Tensor,
+        lm_head_weight: Tensor,
+        mask: Tensor,
+        targets: Tensor | None = None,
+        teacher_topk_ids: Tensor | None = None,
+        teacher_topk_logprobs: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
+    ) -> DistillLossOutput:
+        kd_sum = ce_sum = torch.zeros((), device=hidden.device)
+        for s in range(0, hidden.shape[1], self.chunk_size):
+            e = s + self.chunk_size
+            args = (
+                hidden[:, s:e],
+                lm_head_weight,
+                mask[:, s:e],
+                _slice(targets, s, e),
+                _slice(teacher_topk_ids, s, e),
+                _slice(teacher_topk_logprobs, s, e),
+                _slice(teacher_logits, s, e),
+            )
+            if self.checkpoint and torch.is_grad_enabled():
+                kd, ce = checkpoint(self._chunk_sums, *args, use_reentrant=False)
+            else:
+                kd, ce = self._chunk_sums(*args)
+            kd_sum, ce_sum = kd_sum + kd, ce_sum + ce
+        num_tokens = mask.to(kd_sum.dtype).sum()
+        return self.loss.combine(kd_sum, ce_sum if self.loss.lambda_ce != 0.0 else None, num_tokens)
+
+
+# ----------------------------------------------------------------------------------------
+# KDRL: reverse KL to the teacher on the student's own samples
+# ----------------------------------------------------------------------------------------
+
+
+def kd_estimator(student_logps: Tensor, teacher_logps: Tensor, kind: Estimator = "k2") -> Tensor:
+    """Per-token estimator of KL(pi_theta || pi_T) on tokens sampled from the student (KDRL).
+
+    With `R_t = log pi_T(o_t) - log pi_theta(o_t)` (teacher detached), the LOSS terms are::
+
+        k1 = -R          = log pi_theta - log pi_T
+        k2 = R^2 / 2                                   (default)
+        k3 = e^R - R - 1 = (ratio - 1) - log ratio,    ratio = pi_T / pi_theta   (Schulman)
+
+    Sign convention: KDRL / the design note call k1 "R" in the reward sense (R is a per-token
+    reward, higher = closer to the teacher); as a term to MINIMIZE it is `-R`, whose
+    expectation under pi_theta is the reverse KL (>= 0). k2 and k3 are even in that sense.
+
+    What the gradient does when o ~ pi_theta is sampled and the loss is differentiated only
+    through log pi_theta(o) (the usual "add it to the per-token loss" way):
+      * k2: E[grad k2] = grad KL(pi_theta || pi_T) exactly; the reason it is the default.
+      * k1: E[grad k1] = E[grad log pi_theta] = 0. Its value is unbiased for the KL, but its
+        pathwise gradient vanishes in expectation; k1 only trains when used as a reward (-k1)
+        through the policy-gradient / advantage path.
+      * k3: value unbiased for the KL (E[e^R] = 1), but E[grad k3] = grad KL(pi_T || pi_theta),
+        the FORWARD KL gradient, which is still a pull toward the teacher.
+
+    Args:
+        student_logps: [B, T] log pi_theta of the sampled tokens (with grad).
+        teacher_logps: [B, T] log pi_T of the same tokens (detached here).
+        kind: "k1", "k2" or "k3".
+
+    Returns:
+        [B, T] per-token loss values; reduce with `masked_mean`.
+    """
+    r = teacher_logps.detach() - student_logps
+    if kind == "k1":
+        return -r
+    if kind == "k2":
+        return 0.5 * r.square()
+    if kind == "k3":
+        return torch.expm1(r) - r
+    raise ValueError(f"unknown estimator {kind!r} (k1, k2, k3)")
+
+
+def masked_mean(
+    values: Tensor, mask: Tensor, reduction: Literal["token", "sequence"] = "token"
+) -> Tensor:
+    """Mean of `values` [B, T] over `mask` [B, T] (bool or float).
+
+    "token": sum(values * mask) / sum(mask) - every token weighs the same (DAPO-style).
+    "sequence": per-sequence mean, then the mean over ALL B rows (TRL GRPO's "grpo" loss
+    type); rows with no unmasked token contribute 0 but still count, so masking whole
+    responses (e.g. `reward_mask`) scales the term down by the fraction kept.
+    Empty masks give 0, never NaN.
+    """
+    m = mask.to(values.dtype)
+    if reduction == "token":
+        return (values * m).sum() / m.sum().clamp_min(1.0)
+    if reduction == "sequence":
+        return ((values * m).sum(-1) / m.sum(-1).clamp_min(1.0)).mean()
+    raise ValueError(f"unknown reduction {reduction!r} (token, sequence)")
+
+
+def beta_schedule(
+    step: int,
+    beta0: float = 5e-3,
+    kind: Literal["constant", "linear"] = "constant",
+    beta_min: float = 1e-3,
+    delta: float = 5e-5,
+) -> float:
+    """KD coefficient at `step`: constant `beta0`, or linear `max(beta0 - delta * step, beta_min)`.
+
+    Defaults are KDRL's (beta0=5e-3, beta_min=1e-3, delta=5e-5: reaches the floor at step 80).
+    """
+    if kind == "constant":
+        return beta0
+    if kind == "linear":
+        return max(beta0 - delta * step, beta_min)
+    raise ValueError(f"unknown beta schedule {kind!r} (constant, linear)")
+
+
+def reward_mask(
+    rewards: Tensor,
+    group_size: int,
+    mode: Literal["none", "response", "group"] = "none",
+    threshold: float = 0.0,
+) -> Tensor:
+    """Which responses get the KD term, from their rewards. [B] -> float [B].
+
+    A response counts as wrong when `reward <= threshold` (threshold 0 fits 0/1 correctness
+    rewards; raise it for shaped rewards such as format bonuses).
+      * "none": all ones.
+      * "response": 1 for wrong responses only: imitate the teacher where RL says we failed.
+      * "group": 1 for every response of a group with no correct response (where GRPO's
+        advantages are all zero and KD is the only signal); 0 elsewhere.
+
+    `rewards` is laid out group by group, `group_size` consecutive responses per prompt, as
+    GRPO generates them.
+    """
+    if mode == "none":
+        return torch.ones_like(rewards, dtype=torch.float32)
+    wrong = rewards <= threshold
+    if mode == "response":
+        return wrong.float()
+    if mode == "group":
+        if rewards.numel() % group_size:
+            raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+        all_wrong = wrong.view(-1, group_size).all(-1, keepdim=True)
+        return all_wrong.expand(-1, group_size).reshape(-1).float()
+    raise ValueError(f"unknown reward mask mode {mode!r} (none, response, group)")
