@@ -1,0 +1,61 @@
+"""Teaching stages: each turns problems + a teacher/student pair into training records on disk.
+
+A stage is one module with one public function and a config dataclass beside it (every field
+documented), plus its Jinja2 templates under `prompts/<stage>/`:
+
+    def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict
+
+It returns the manifest it wrote. All stages share two small modules:
+
+- `llm_teach.stages.models`: `Models` (teacher/student specs and backend options; backends
+  made on first use) and the token metering of backend calls.
+- `llm_teach.stages.rundir`: `StageRun` (the output directory: fixed, seeded work units that
+  make a killed run resume to exactly the records of an uninterrupted one; counts; usage;
+  `manifest.json`). Its module docstring is the how-to for writing a stage.
+
+`STAGES` below is what `llm-teach generate STAGE` and pipelines look up (imported lazily, so
+the CLI starts without loading every stage).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, NamedTuple
+
+from llm_teach.errors import UserError
+
+
+class StageEntry(NamedTuple):
+    module: str  # e.g. "llm_teach.stages.ssb"
+    function: str  # the public function: (problems, models, config, out) -> manifest
+    config: str  # the config dataclass in the same module
+    help: str  # one line for `llm-teach generate --help`
+
+
+STAGES: dict[str, StageEntry] = {
+    "llm2llm": StageEntry("llm_teach.stages.llm2llm", "llm2llm", "LLM2LLMConfig",
+                          "iterative error mining: train, find the student's errors, teacher writes similar problems"),
+    "stat": StageEntry("llm_teach.stages.stat", "stat", "STATConfig",
+                       "skill-targeted adaptive training: missing-skill profile, select/synthesize problems"),
+    "ssb": StageEntry("llm_teach.stages.ssb", "ssb", "SSBConfig",
+                      "semantic soft bootstrapping: self-explanations from right/wrong rollouts + teacher logits"),
+    "arte": StageEntry("llm_teach.stages.arte", "arte", "ARTEConfig",
+                       "align the teacher with student preferences (DPO), then generate tailored rationales"),
+}
+
+
+def load_stage(name: str) -> tuple[Callable[..., dict[str, Any]], type]:
+    """The stage function and its config class; an unknown or unavailable stage is a UserError."""
+    entry = STAGES.get(name)
+    if entry is None:
+        raise UserError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
+    try:
+        module = importlib.import_module(entry.module)
+    except ModuleNotFoundError as exc:
+        if exc.name == entry.module:
+            raise UserError(f"stage '{name}' is not available in this version") from None
+        raise
+    return getattr(module, entry.function), getattr(module, entry.config)
+
+
+__all__ = ["STAGES", "StageEntry", "load_stage"]

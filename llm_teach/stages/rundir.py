@@ -1,0 +1,218 @@
+"""A stage's output directory: resumable work units, counts, token usage and the manifest.
+
+Why work units: a stage is many model calls over a list of items (problems, candidates).
+Splitting the list into units of FIXED composition (always the same items, computed from the
+whole input, never from "what is left to do") and seeding each unit from its own key makes a
+unit's result a pure function of its inputs. A run killed at any point and re-run therefore
+redoes at most the unit it was in, gets exactly the records an uninterrupted run would have,
+and never writes a record twice.
+
+Layout of OUT (all plain files)::
+
+    manifest.json            stage, config, models, prompt hashes, seeds, counts, usage, status
+    work/<step>.jsonl(.part) one line per finished unit: {"id", "records", "counts", "usage"};
+                             `.part` while the step runs, renamed when it is complete
+    <outputs>                the stage's final files, written atomically by `finish`
+
+How a stage uses it (the whole contract)::
+
+    run = StageRun(out, "ssb", config, models, templates=["ssb/rollout.jinja", ...],
+                   inputs={"problems": len(problems)})
+    model = run.backend(models.teacher_backend(), "teacher")        # counts tokens
+    results = run.map("explain", problems, config.chunk_size, work)  # work(unit) -> Work
+    records = [r for w in results for r in w.records.get("distill", [])]
+    run.finish({"records.jsonl": records}, summary={...})
+
+`work(unit)` gets a `Unit` (`.items`, `.seed`, `.key`) and returns `Work(records={name:
+[...]}, counts=Counter(...))`. It must be deterministic given the unit: use `unit.seed` for
+sampling, and read state only from earlier steps' results, never from the clock or from
+what a previous crashed run left behind. A step that is one indivisible piece of work (train
+a model, propose a skill list) is `run.once(step, work)`.
+
+Counts use "/" to group: `rejected/no_wrong_rollout`, `decontamination/dropped`. They are
+summed over units into `manifest.json["counts"]`, as is token usage per role.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from llm_teach.backends import Backend
+from llm_teach.data.jsonl import RecordLog, write_jsonl_atomic
+from llm_teach.errors import UserError
+from llm_teach.manifest import write_manifest
+from llm_teach.progress import progress_bar
+from llm_teach.prompts import template_hash
+from llm_teach.stages.models import Metered, Models, Usage, UsageMeter
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A fixed slice of a step's items. `key` names it in the work log; `seed` is derived from
+    the stage seed and the key, so the same unit always samples the same way."""
+
+    step: str
+    index: int
+    items: tuple[Any, ...]
+    key: str
+    seed: int
+
+
+@dataclass
+class Work:
+    """What one unit produced: records per output name, counters, and (filled in by the run)
+    the token usage of the unit's model calls."""
+
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_entry(self, key: str) -> dict[str, Any]:
+        return {"id": key, "records": self.records, "counts": dict(self.counts), "usage": self.usage}
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> "Work":
+        return cls(records=entry["records"], counts=Counter(entry["counts"]), usage=entry["usage"])
+
+
+class StageRun:
+    """One stage's run directory. Creating it checks that OUT does not hold a run with another
+    config, models or prompts (resuming those would mix two experiments in one output)."""
+
+    def __init__(self, out: str | Path, stage: str, config: Any, models: Models,
+                 templates: Sequence[str] = (), inputs: dict[str, Any] | None = None, seed: int | None = None):
+        self.out = Path(out)
+        self.stage = stage
+        self.seed = seed if seed is not None else int(getattr(config, "seed", 0))
+        self.meter = UsageMeter()
+        self.started = time.time()
+        self.fingerprint = {
+            "stage": stage,
+            "config": asdict(config) if is_dataclass(config) else dict(config),
+            "models": models.describe(),
+            "prompts": {name: template_hash(name) for name in templates},
+        }
+        self.inputs = dict(inputs or {})
+        self._results: dict[str, list[Work]] = {}
+        self._check_resumable()
+        self._write_manifest("running")
+
+    # -- model calls --------------------------------------------------------------------------
+    def backend(self, backend: Backend, role: str) -> Metered:
+        """Wrap a backend so its calls are counted in this run's usage under `role`."""
+        return self.meter.wrap(backend, role)
+
+    # -- work ---------------------------------------------------------------------------------
+    def units(self, step: str, items: Sequence[Any], size: int, key: Callable[[Any], str] = None) -> list[Unit]:
+        """Split `items` into units of `size` in order. A unit's key hashes its items' keys, so
+        a changed input (e.g. a larger --limit changing the last unit) is redone, not reused."""
+        if size < 1:
+            raise UserError(f"{self.stage}: chunk size must be at least 1 (got {size})")
+        key = key or _item_key
+        units = []
+        for index, start in enumerate(range(0, len(items), size)):
+            chunk = tuple(items[start:start + size])
+            digest = hashlib.sha256(json.dumps([key(x) for x in chunk]).encode()).hexdigest()[:10]
+            unit_key = f"{step}/{index:05d}-{digest}"
+            units.append(Unit(step, index, chunk, unit_key, derive_seed(self.seed, unit_key)))
+        return units
+
+    def map(self, step: str, items: Sequence[Any], size: int, work: Callable[[Unit], Work],
+            key: Callable[[Any], str] = None) -> list[Work]:
+        """Run `work` over fixed units of `items`, skipping units finished by an earlier run.
+        Returns every unit's `Work` in order (earlier runs' results read back from disk)."""
+        return self.run_units(step, self.units(step, items, size, key), work)
+
+    def once(self, step: str, work: Callable[[Unit], Work]) -> Work:
+        """A step that is one indivisible piece of work (its result is cached like a unit)."""
+        return self.run_units(step, self.units(step, [step], 1), work)[0]
+
+    def run_units(self, step: str, units: list[Unit], work: Callable[[Unit], Work]) -> list[Work]:
+        log = RecordLog(self.out / "work" / f"{step}.jsonl")
+        done = {r["id"]: r for r in log.records()}
+        results: list[Work] = []
+        todo = sum(u.key not in done for u in units)
+        with progress_bar(f"{self.stage} {step}", total=len(units), done=len(units) - todo) as advance:
+            for unit in units:
+                if unit.key in done:
+                    results.append(Work.from_entry(done[unit.key]))
+                    continue
+                self.meter.usage = Usage()
+                result = work(unit)
+                result.usage = self.meter.usage.to_dict()
+                # JSON round trip: what a resumed run reads back is exactly what we return now.
+                entry = json.loads(json.dumps(result.to_entry(unit.key), ensure_ascii=False))
+                log.append([entry])
+                results.append(Work.from_entry(entry))
+                advance(1)
+        log.finalize(order=[u.key for u in units])
+        self._results[step] = results
+        return results
+
+    # -- results ------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for works in self._results.values():
+            for w in works:
+                total.update(w.counts)
+        return dict(sorted(total.items()))
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        return Usage.total([w.usage for works in self._results.values() for w in works])
+
+    def finish(self, outputs: dict[str, list[dict[str, Any]]], **sections: Any) -> dict[str, Any]:
+        """Write each output file atomically, then the manifest with status "complete".
+        `sections` (e.g. `summary=...`, `rounds=...`) are added to the manifest."""
+        for name, records in outputs.items():
+            write_jsonl_atomic(self.out / name, records)
+        counts = {**self.counts(), **{f"records/{name}": len(r) for name, r in outputs.items()}}
+        return self._write_manifest("complete", counts=counts, outputs=sorted(outputs), **sections)
+
+    # -- manifest -----------------------------------------------------------------------------
+    def _check_resumable(self) -> None:
+        path = self.out / "manifest.json"
+        if not path.exists():
+            return
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserError(f"{path}: unreadable manifest; use a new --out (or delete it)") from None
+        for section, now in self.fingerprint.items():
+            before = previous.get(section)
+            if json.loads(json.dumps(now, default=str)) != before:
+                detail = _first_difference(before, now)
+                raise UserError(f"{self.out} holds a {previous.get('stage', 'different')} run with another "
+                                f"{section}{detail}; use a new --out (or delete it) to start over")
+
+    def _write_manifest(self, status: str, **extra: Any) -> dict[str, Any]:
+        return write_manifest(self.out, status=status, **self.fingerprint, seed=self.seed, inputs=self.inputs,
+                              usage=self.usage(), timings={"seconds_this_run": round(time.time() - self.started, 2)},
+                              **extra)
+
+
+def derive_seed(seed: int, key: str) -> int:
+    """A 31-bit seed from a base seed and a unit key (stable across runs and machines)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _item_key(item: Any) -> str:
+    if hasattr(item, "id"):
+        return str(item.id)
+    if isinstance(item, dict) and "id" in item:
+        return str(item["id"])
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+def _first_difference(before: Any, now: Any, path: str = "") -> str:
+    now = json.loads(json.dumps(now, default=str))
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key):
+                return _first_difference(before.get(key), now.get(key), f"{path}.{key}" if path else key)
+    return f" ('{path}': {before!r} -> {now!r})" if path else ""
