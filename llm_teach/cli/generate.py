@@ -1,0 +1,105 @@
+"""`llm-teach generate STAGE`: run a teaching stage (one subcommand per entry of `STAGES`).
+
+Every stage takes the same options: the teacher and student, where problems come from, the
+output directory, and stage settings from `--config FILE` and `--set key=value` (the stage's
+config dataclass; unknown keys are errors). Teacher and student each have the backend options
+of `llm-teach eval` with a `--teacher-`/`--student-` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from llm_teach.cli import app
+from llm_teach.cli import options as opt
+from llm_teach.stages import STAGES
+
+generate_app = typer.Typer(help="Generate training data with a teaching stage (resumable: re-run the same --out).",
+                           no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+
+def _register(stage: str, help_text: str) -> None:
+    @generate_app.command(stage, help=f"{help_text[0].upper()}{help_text[1:]}.")
+    def command(
+        teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec or served model name.")],
+        data: opt.Data,
+        out: opt.Out,
+        student: Annotated[Optional[str], typer.Option("--student", help="Student model spec (default: the teacher).")] = None,
+        limit: opt.Limit = None,
+        columns: opt.Columns = None,
+        split: Annotated[str, typer.Option("--split", help="Hub split for gsm8k/math500 sources.")] = "train",
+        config: opt.ConfigFile = None,
+        set_: opt.Set = None,
+        decontaminate: Annotated[Optional[list[str]], typer.Option(
+            "--decontaminate", help="Also drop generated problems overlapping this problem file (repeatable).")] = None,
+        teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="hf, openai or vllm.")] = "hf",
+        teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url")] = None,
+        teacher_api_key_env: Annotated[Optional[str], typer.Option("--teacher-api-key-env")] = None,
+        teacher_max_concurrency: Annotated[int, typer.Option("--teacher-max-concurrency")] = 8,
+        teacher_dtype: Annotated[str, typer.Option("--teacher-dtype")] = "auto",
+        teacher_batch_size: Annotated[int, typer.Option("--teacher-batch-size")] = 16,
+        teacher_tensor_parallel_size: Annotated[int, typer.Option("--teacher-tensor-parallel-size")] = 1,
+        student_backend: Annotated[str, typer.Option("--student-backend", help="hf, openai or vllm.")] = "hf",
+        student_base_url: Annotated[Optional[str], typer.Option("--student-base-url")] = None,
+        student_api_key_env: Annotated[Optional[str], typer.Option("--student-api-key-env")] = None,
+        student_max_concurrency: Annotated[int, typer.Option("--student-max-concurrency")] = 8,
+        student_dtype: Annotated[str, typer.Option("--student-dtype")] = "auto",
+        student_batch_size: Annotated[int, typer.Option("--student-batch-size")] = 16,
+        student_tensor_parallel_size: Annotated[int, typer.Option("--student-tensor-parallel-size")] = 1,
+    ) -> None:
+        from llm_teach.stages.models import Models
+
+        models = Models(
+            teacher=teacher,
+            student=student or teacher,
+            teacher_options=opt.backend_options(teacher_backend, teacher_base_url, teacher_api_key_env,
+                                                teacher_max_concurrency, teacher_dtype, teacher_batch_size,
+                                                teacher_tensor_parallel_size),
+            student_options=opt.backend_options(student_backend, student_base_url, student_api_key_env,
+                                                student_max_concurrency, student_dtype, student_batch_size,
+                                                student_tensor_parallel_size),
+        )
+        manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
+                             out=out, config_file=config, overrides=set_, decontaminate=decontaminate)
+        print_counts(stage, out, manifest)
+
+    command.__name__ = f"generate_{stage}"
+
+
+def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = None, columns=None,
+              split: str = "train", config_file: str | None = None, overrides: list[str] | None = None,
+              decontaminate: list[str] | None = None, values: dict | None = None) -> dict:
+    """Resolve the stage and its config, load the problems and run it (shared with pipelines)."""
+    import dataclasses
+
+    from llm_teach import config as config_loader
+    from llm_teach.data import load_problems
+    from llm_teach.errors import UserError
+    from llm_teach.models import parse_spec
+    from llm_teach.stages import load_stage
+
+    function, config_cls = load_stage(stage)
+    defaults = dict(values or {})
+    if decontaminate:
+        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise UserError(f"stage '{stage}' generates no new problems: --decontaminate does not apply")
+        defaults["decontamination"] = {"paths": list(decontaminate)}
+    config = config_loader.load(config_cls, config_file, overrides, defaults)
+    for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
+        if options.backend in ("hf", "vllm"):
+            parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
+    problems = load_problems(data, limit, split=split, columns=columns)
+    return function(problems, models, config, out)
+
+
+def print_counts(stage: str, out: str, manifest: dict) -> None:
+    counts = manifest.get("counts", {})
+    shown = ", ".join(f"{k}={v}" for k, v in counts.items())
+    typer.echo(f"{stage}: wrote {out} ({shown})")
+
+
+for _name, _entry in STAGES.items():
+    _register(_name, _entry.help)

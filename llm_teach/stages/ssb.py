@@ -1,0 +1,230 @@
+"""SSB, semantic soft bootstrapping (Mitra & Ulukus 2025, arXiv:2512.05105).
+
+The model is its own teacher, seen in two contexts. For each problem:
+
+1. K rollouts from the model on the bare problem; each is graded against the gold answer.
+2. Problems where every rollout is right, or every one wrong, teach nothing and are dropped.
+3. From the rest: one correct rollout, and a rollout with the MOST COMMON wrong answer
+   (wrong answers grouped by `answer_key`, so "1,000" and "1000.0" are one mistake).
+4. The model, given the problem plus both responses labelled correct / wrong, writes a
+   standalone explanation ending in `\\boxed{}`; it is kept only if GRADED correct (never
+   by string equality with the gold answer).
+5. The teacher's top-k log-probs over the explanation's tokens in the hinted context are
+   stored (`trainers.logit_store`), and a distill record is written whose `prompt` is the
+   student's view: the bare problem as chat messages, so the trainer applies the chat
+   template (the reference code trains the student on the raw question without it).
+
+`train --method distill` then makes the student match those log-probs from the bare problem.
+By default teacher and student are the same model; with a separate teacher, `rollouts_from`
+chooses whose mistakes are mined (the student's, by default).
+
+Outputs in OUT: `records.jsonl` (distill records), `rollouts.jsonl` (every rollout, graded,
+for inspection), `logits/` (the top-k store), `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.data.problems import Problem, grading_benchmark
+from llm_teach.errors import UserError
+from llm_teach.grading import answer_key, grade
+from llm_teach.prompts import render
+from llm_teach.stages.models import Models
+from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+from llm_teach.trainers.logit_store import TopKLogitWriter
+
+PAD_LOGPROB = -1e4  # fills top-k rows a server returned short (finite: float16-safe, exp() == 0)
+
+
+@dataclass
+class SSBConfig:
+    """Settings of the SSB stage (defaults follow the paper where it gives one)."""
+
+    rollouts: int = 4  # K: rollouts per problem (paper: 4)
+    rollout_temperature: float = 0.7  # sampling temperature of the rollouts (they must differ)
+    top_p: float = 1.0  # nucleus sampling for rollouts and explanations
+    max_new_tokens: int = 512  # token budget of each rollout
+    rollouts_from: Literal["student", "teacher"] = "student"  # whose mistakes are mined
+    explanations: int = 1  # explanation attempts per kept problem; the first graded correct is used
+    explain_temperature: float = 0.0  # 0 = greedy explanation (a single attempt should be the careful one)
+    explain_max_new_tokens: int = 768  # token budget of the explanation (the distillation target)
+    top_k: int = 20  # teacher log-probs stored per completion token (the distill target's support)
+    logits_dtype: Literal["float16", "float32"] = "float16"  # storage precision of the top-k log-probs
+    chunk_size: int = 8  # problems per work unit (the most a killed run redoes)
+    seed: int = 0  # base seed; each unit derives its own from it
+    solve_template: str = "ssb/solve.jinja"  # rollout prompt and the student's view of a problem
+    explain_template: str = "ssb/explain.jinja"  # the hinted prompt with correct and wrong responses
+
+    def __post_init__(self) -> None:
+        if self.rollouts < 2:
+            raise ValueError("rollouts must be at least 2 (one right and one wrong are needed)")
+        if self.explanations < 1 or self.top_k < 1:
+            raise ValueError("explanations and top_k must be at least 1")
+
+
+def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict[str, Any]:
+    """Run SSB over `problems`; write distill records, rollouts and the logit store under `out`.
+    Returns the manifest."""
+    out = Path(out)
+    run = StageRun(out, "ssb", config, models, templates=[config.solve_template, config.explain_template],
+                   inputs={"problems": len(problems), "problem_ids": _digest([p.id for p in problems])})
+    teacher = run.backend(models.teacher_backend(), "teacher")
+    roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend(), "student")
+    store = LogitSink(out / "logits", config, teacher.model)
+    try:
+        results = run.map("ssb", problems, config.chunk_size, lambda unit: _work(unit, roller, teacher, store, config))
+    finally:
+        store.close()
+    records = [r for w in results for r in w.records.get("distill", [])]
+    rollouts = [r for w in results for r in w.records.get("rollouts", [])]
+    kept = len(records)
+    return run.finish({"records.jsonl": records, "rollouts.jsonl": rollouts},
+                      summary={"problems": len(problems), "kept": kept,
+                               "kept_fraction": kept / len(problems) if problems else 0.0,
+                               "logits": str(out / "logits")})
+
+
+def solve_prompt(problem: Problem, config: SSBConfig) -> list[dict[str, str]]:
+    """The student's view: the bare problem as a chat, exactly what the model sees at eval."""
+    return [{"role": "user", "content": render(config.solve_template, question=problem.question)}]
+
+
+def explain_prompt(problem: Problem, correct: str, wrong: str, wrong_answer: str, config: SSBConfig) -> list[dict[str, str]]:
+    return [{"role": "user", "content": render(config.explain_template, question=problem.question,
+                                               correct_response=correct, wrong_response=wrong,
+                                               wrong_answer=wrong_answer)}]
+
+
+def pick_pair(completions: list[str], grades: list) -> tuple[int, int] | None:
+    """(index of a correct rollout, index of a rollout with the most common wrong answer), or
+    None when the rollouts are all right or all wrong. Ties go to the answer seen first; a
+    rollout with no extractable answer counts as wrong, but an answered mistake is preferred
+    (a missing answer is a formatting failure, not a mistake worth explaining)."""
+    correct = [i for i, g in enumerate(grades) if g.correct]
+    wrong = [i for i, g in enumerate(grades) if not g.correct]
+    if not correct or not wrong:
+        return None
+    answered = [i for i in wrong if grades[i].extracted is not None]
+    if not answered:
+        return correct[0], wrong[0]
+    keys = {i: grades[i].key for i in answered}
+    votes = Counter(keys.values())
+    top = max(votes.values())
+    return correct[0], next(i for i in answered if votes[keys[i]] == top)
+
+
+@dataclass(frozen=True)
+class _Graded:
+    correct: bool
+    extracted: str | None
+    key: str | None
+
+
+def _grade(problem: Problem, completion: str) -> _Graded:
+    benchmark = grading_benchmark(problem.source)
+    g = grade(completion, problem.answer, benchmark, problem.meta)
+    return _Graded(g.correct, g.extracted, answer_key(g.extracted, benchmark) if g.extracted is not None else None)
+
+
+def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", config: SSBConfig) -> Work:
+    problems: tuple[Problem, ...] = unit.items
+    counts: Counter = Counter(problems=len(problems))
+    sampling = SamplingConfig(temperature=config.rollout_temperature, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens, seed=unit.seed)
+    rollouts = roller.generate([solve_prompt(p, config) for p in problems], config.rollouts, sampling)
+    rollout_records, chosen = [], []
+    for problem, gens in zip(problems, rollouts):
+        completions = [g.completion for g in gens]
+        grades = [_grade(problem, c) for c in completions]
+        counts["rollouts/correct"] += sum(g.correct for g in grades)
+        counts["rollouts/wrong"] += sum(not g.correct for g in grades)
+        pair = pick_pair(completions, grades)
+        rollout_records.append({"id": problem.id, "gold": problem.answer, "completions": completions,
+                                "answers": [g.extracted for g in grades], "correct": [g.correct for g in grades],
+                                "picked": list(pair) if pair else None})
+        if pair is None:
+            counts["rejected/all_correct" if grades[0].correct else "rejected/all_wrong"] += 1
+            continue
+        ci, wi = pair
+        wrong_answer = grades[wi].extracted if grades[wi].extracted is not None else "(no final answer)"
+        chosen.append((problem, explain_prompt(problem, completions[ci], completions[wi], wrong_answer, config)))
+
+    records = []
+    if chosen:
+        explain = SamplingConfig(temperature=config.explain_temperature, top_p=config.top_p,
+                                 max_new_tokens=config.explain_max_new_tokens,
+                                 seed=derive_seed(unit.seed, "explain"))
+        explanations = teacher.generate([tp for _, tp in chosen], config.explanations, explain)
+        kept = []
+        for (problem, teacher_prompt), gens in zip(chosen, explanations):
+            good = next((g.completion for g in gens if _grade(problem, g.completion).correct), None)
+            if good is None:
+                counts["rejected/explanation_wrong"] += 1
+            else:
+                kept.append((problem, teacher_prompt, good))
+        scores = teacher.score([tp for _, tp, _ in kept], [c for _, _, c in kept], top_k=config.top_k) if kept else []
+        for (problem, teacher_prompt, completion), scored in zip(kept, scores):
+            records.append({
+                "id": problem.id,
+                "prompt": solve_prompt(problem, config),
+                "teacher_prompt": teacher_prompt,
+                "completion": completion,
+                "logits_ref": store.put(problem.id, scored),
+                "answer": problem.answer,
+                "source": problem.source,
+            })
+        counts["kept"] += len(records)
+    return Work(records={"distill": records, "rollouts": rollout_records}, counts=counts)
+
+
+class LogitSink:
+    """The stage's top-k store. A unit redone after a crash may find its records already
+    stored (the store is written before the unit's line in the work log): those keys return
+    their existing ref, so the store never holds a record twice."""
+
+    def __init__(self, root: Path, config: SSBConfig, model: str):
+        try:
+            self.writer = TopKLogitWriter(root, k=config.top_k, dtype=config.logits_dtype, model=model)
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"{root}: {exc}") from None
+        self.root = root
+        self.k = config.top_k
+        self.existing = self._index()
+
+    def _index(self) -> dict[str, dict[str, Any]]:
+        """Refs of records already in the store (its documented `index.jsonl`)."""
+        index = self.root / "index.jsonl"
+        if not index.exists():
+            return {}
+        entries = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
+        return {e["key"]: {"store": str(self.root), **e} for e in entries}
+
+    def put(self, key: str, scored) -> dict[str, Any]:
+        if key in self.existing:
+            return self.existing[key]
+        if scored.top_k is None:
+            raise UserError(f"the teacher backend returned no top-k log-probs for '{key}'; "
+                            f"SSB needs a backend whose score() supports top_k (hf, vllm, openai on vLLM)")
+        ids, logps = [], []
+        for row in scored.top_k:
+            pairs = sorted(row.items(), key=lambda kv: -kv[1])[: self.k]
+            pairs += [(pairs[-1][0] if pairs else 0, PAD_LOGPROB)] * (self.k - len(pairs))
+            ids.append([i for i, _ in pairs])
+            logps.append([lp for _, lp in pairs])
+        self.existing[key] = self.writer.append(key, scored.token_ids, ids, logps, scored.logprobs)
+        return self.existing[key]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _digest(items: list[str]) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
