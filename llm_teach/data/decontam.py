@@ -1,0 +1,149 @@
+"""Keep generated problems honest: drop ones that overlap evaluation sets or repeat existing data.
+
+Two different questions, two tools:
+
+* Contamination (`Decontaminator`): does a generated problem share a long word n-gram with a
+  problem of GSM8K test, MATH-500 or a file given with `--decontaminate PATH`? Then training
+  on it would leak the benchmark into the student, and reported gains would be fake. The
+  reference sets come from `../shared/data/<name>/test.jsonl` beside the repository when
+  present, else from the Hugging Face Hub; a set that cannot be had is reported (stderr and
+  manifest), never silently skipped.
+* Near-duplicates (`NearDuplicates`): is a generated problem almost the same text as one we
+  already have (ROUGE-L F1 above a threshold, the Self-Instruct filter, default 0.7)? Then it
+  adds no information and over-weights one item.
+
+ROUGE-L comes from Google's `rouge-score` package (pure Python LCS). Comparing a candidate
+with thousands of texts is kept cheap by a bound: ROUGE-L F1 can never exceed the unigram F1
+(an LCS is a common multiset of tokens), so only texts whose unigram overlap could reach the
+threshold get the quadratic LCS.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from llm_teach.errors import UserError
+
+BENCHMARK_FILES = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl"}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class DecontamConfig:
+    """Which evaluation sets generated problems are checked against, and how."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math500"])  # test splits checked (gsm8k, math500)
+    paths: list[str] = field(default_factory=list)  # more problem files to check against (--decontaminate PATH)
+    ngram: int = 13  # words in a shared span that counts as overlap (13, as in the GPT-3 contamination study)
+    near_duplicate_rouge_l: float = 0.7  # drop a generated problem this similar (ROUGE-L F1) to existing data
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def shared_data_dir() -> Path:
+    """`../shared/data` beside the repository (a source checkout's sibling folder)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+class Decontaminator:
+    """Word n-gram index over reference problems; `match(text)` names the set a text overlaps."""
+
+    def __init__(self, references: dict[str, Iterable[str]], ngram: int = 13):
+        if ngram < 1:
+            raise UserError(f"decontamination ngram must be at least 1 (got {ngram})")
+        self.ngram = ngram
+        self.grams: dict[tuple[str, ...], str] = {}
+        self.sizes: dict[str, int] = {}
+        whole: dict[str, list[str]] = {}
+        for name, texts in references.items():
+            count = 0
+            for text in texts:
+                tokens = words(text)
+                for gram in _ngrams(tokens, ngram):
+                    self.grams.setdefault(gram, name)
+                whole.setdefault(name, []).append(" ".join(tokens))
+                count += 1
+            self.sizes[name] = count
+        # Texts shorter than n words are checked as a contiguous word span of a reference.
+        self._joined = {name: " | ".join(f" {t} " for t in ts) for name, ts in whole.items()}
+
+    @classmethod
+    def from_config(cls, config: DecontamConfig) -> tuple["Decontaminator", dict[str, object]]:
+        """Load the reference sets; return the index and a report for the manifest
+        (`{name: number of problems}` or `{name: "unavailable: why"}`)."""
+        from llm_teach.data.problems import load_problems
+
+        references: dict[str, list[str]] = {}
+        report: dict[str, object] = {}
+        for name in config.benchmarks:
+            if name not in BENCHMARK_FILES:
+                raise UserError(f"decontamination: unknown benchmark '{name}' (known: {', '.join(BENCHMARK_FILES)})")
+            local = shared_data_dir() / BENCHMARK_FILES[name]
+            try:
+                problems = load_problems(str(local)) if local.is_file() else load_problems(name, split="test")
+            except UserError as exc:
+                report[name] = f"unavailable: {exc}"
+                print(f"warning: decontamination against {name} skipped: {exc}", file=sys.stderr)
+                continue
+            references[name] = [p.question for p in problems]
+        for path in config.paths:
+            if not Path(path).exists():
+                raise UserError(f"--decontaminate {path}: file not found")
+            references[path] = [p.question for p in load_problems(path)]
+        index = cls(references, config.ngram)
+        report.update(index.sizes)
+        return index, report
+
+    def match(self, text: str) -> str | None:
+        tokens = words(text)
+        if not tokens:
+            return None
+        if len(tokens) < self.ngram:
+            needle = f" {' '.join(tokens)} "
+            return next((name for name, hay in self._joined.items() if needle in hay), None)
+        return next((self.grams[g] for g in _ngrams(tokens, self.ngram) if g in self.grams), None)
+
+
+def _ngrams(tokens: list[str], n: int) -> Iterable[tuple[str, ...]]:
+    return (tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+class NearDuplicates:
+    """Texts seen so far; `find(text)` returns the best ROUGE-L F1 match at or above the
+    threshold as `(score, text)`, else None. `add` texts as they are accepted."""
+
+    def __init__(self, threshold: float = 0.7, texts: Iterable[str] = ()):
+        from rouge_score import rouge_scorer, tokenizers
+
+        self.threshold = threshold
+        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        self._texts: list[tuple[str, Counter, int]] = []
+        for text in texts:
+            self.add(text)
+
+    def add(self, text: str) -> None:
+        tokens = self._tokenizer.tokenize(text)
+        self._texts.append((text, Counter(tokens), len(tokens)))
+
+    def find(self, text: str) -> tuple[float, str] | None:
+        tokens = self._tokenizer.tokenize(text)
+        bag, size = Counter(tokens), len(tokens)
+        best: tuple[float, str] | None = None
+        for other, other_bag, other_size in self._texts:
+            if not size or not other_size:
+                continue
+            overlap = sum((bag & other_bag).values())
+            if 2 * overlap / (size + other_size) < self.threshold:  # unigram F1 bounds ROUGE-L F1
+                continue
+            score = self._scorer.score(other, text)["rougeL"].fmeasure
+            if score >= self.threshold and (best is None or score > best[0]):
+                best = (score, other)
+        return best
