@@ -56,7 +56,7 @@ TINY_CONFIG = dict(
 
 def home() -> Path:
     """Cache root for converted models (`$LLM_TEACH_HOME`, default `~/.cache/llm-teach`)."""
-    return Path(os.environ.get("LLM_TEACH_HOME", Path.home() / ".cache" / "llm-teach"))
+    return Path(os.environ.get("LLM_TEACH_HOME") or Path.home() / ".cache" / "llm-teach")
 
 
 @dataclass(frozen=True)
