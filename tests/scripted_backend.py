@@ -34,7 +34,7 @@ class ScriptedBackend:
         out = []
         for prompt in prompts:
             text = prompt_text(prompt)
-            self.calls.append(("generate", len(text)))
+            self.calls.append(("generate", text))
             row = []
             for i in range(n):
                 completion = self.respond(text, i, sampling.seed)
@@ -47,7 +47,7 @@ class ScriptedBackend:
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
         out = []
         for prompt, completion in zip(prompts, completions, strict=True):
-            self.calls.append(("score", len(completion)))
+            self.calls.append(("score", completion))
             ids = [_tok(w) for w in completion.split()]
             logps = [-0.1 * (1 + i % 3) for i in range(len(ids))]
             tops = [{(t + j) % 1000: lp - j for j in range(top_k)} for t, lp in zip(ids, logps)] if top_k else None

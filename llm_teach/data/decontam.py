@@ -9,8 +9,9 @@ Two different questions, two tools:
   present, else from the Hugging Face Hub; a set that cannot be had is reported (stderr and
   manifest), never silently skipped.
 * Near-duplicates (`NearDuplicates`): is a generated problem almost the same text as one we
-  already have (ROUGE-L F1 above a threshold, the Self-Instruct filter, default 0.7)? Then it
-  adds no information and over-weights one item.
+  already have (ROUGE-L F1 at or above a threshold: Self-Instruct uses 0.7; LLM2LLM, whose
+  problems are deliberate variants of a seed, 0.95)? Then it adds no information and
+  over-weights one item. The threshold belongs to the stage's config.
 
 ROUGE-L comes from Google's `rouge-score` package (pure Python LCS). Comparing a candidate
 with thousands of texts is kept cheap by a bound: ROUGE-L F1 can never exceed the unigram F1
@@ -40,7 +41,6 @@ class DecontamConfig:
     benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math500"])  # test splits checked (gsm8k, math500)
     paths: list[str] = field(default_factory=list)  # more problem files to check against (--decontaminate PATH)
     ngram: int = 13  # words in a shared span that counts as overlap (13, as in the GPT-3 contamination study)
-    near_duplicate_rouge_l: float = 0.7  # drop a generated problem this similar (ROUGE-L F1) to existing data
 
 
 def words(text: str) -> list[str]:

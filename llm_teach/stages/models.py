@@ -41,9 +41,15 @@ class Models:
         models = cls(teacher=teacher.model, student=student.model,
                      teacher_options=BackendOptions(backend=teacher.name),
                      student_options=BackendOptions(backend=student.name))
-        models._made[_key(models.teacher, models.teacher_options)] = teacher
-        models._made.setdefault(_key(models.student, models.student_options), student)
+        models.provide("teacher", teacher)
+        if (models.student, models.student_options) != (models.teacher, models.teacher_options):
+            models.provide("student", student)
         return models
+
+    def provide(self, role: str, backend: Backend) -> None:
+        """Use an existing backend for `role` ("teacher" or "student") instead of making one."""
+        spec, options = (self.teacher, self.teacher_options) if role == "teacher" else (self.student, self.student_options)
+        self._made[_key(spec, options)] = backend
 
     def teacher_backend(self) -> Backend:
         return self.backend(self.teacher, self.teacher_options)

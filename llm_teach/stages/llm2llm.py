@@ -1,0 +1,246 @@
+"""LLM2LLM, iterative error mining (Lee et al. 2024, arXiv:2403.15042).
+
+Each round r = 1..R:
+
+1. train: SFT the student on the current data (from the base model each round, as the paper
+   does, or continuing from the last round's model: `train_from`);
+2. evaluate the trained student on the SEED problems (only seeds: synthetic problems are never
+   re-augmented, as in the paper);
+3. augment: for every seed it got wrong, the teacher writes `new_per_wrong` new problems like
+   it. The prompt shows the problem, its gold solution AND the student's wrong answer (the
+   reference implementation formats the wrong answer into nothing), and asks for changed names
+   and numbers and a worked solution ending in a final answer;
+4. validate each new problem: its written solution must have an extractable answer; it must
+   not overlap an evaluation set (n-gram decontamination) nor be a ROUGE-L near-duplicate of
+   data we already have; and the teacher, re-solving it without the solution, must reach the
+   same answer (graded, so "1,000" equals "1000");
+5. merge the survivors into the data.
+
+Outputs in OUT: `train.jsonl` (SFT `{messages}` records of the final data), `problems.jsonl`
+(seeds + generated problems with their lineage in `meta`), `rounds.jsonl` (per round: seed
+accuracy, problems added, rejections by reason), `data/round{r}.jsonl` (what round r trained
+on), `round{r}/train/` and `round{r}/eval/` (trainer and evaluation outputs), `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from llm_teach.backends import Backend, BackendOptions, SamplingConfig
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
+from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
+from llm_teach.data.problems import Problem, grading_benchmark
+from llm_teach.errors import UserError
+from llm_teach.grading import extract_answer, grade
+from llm_teach.prompts import render
+from llm_teach.stages.models import Models
+from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+
+_FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
+
+
+@dataclass
+class LLM2LLMConfig:
+    """Settings of the LLM2LLM stage (defaults follow the paper/reference code where CPU allows)."""
+
+    rounds: int = 3  # R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K)
+    new_per_wrong: int = 1  # new problems the teacher writes per wrong seed per round (reference: 1)
+    train_from: Literal["base", "previous"] = "base"  # each round trains the base student (paper) or continues
+    train: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 3})  # `train sft` options (model/data set here)
+    eval_template: str = "eval/boxed.jinja"  # prompt the student is evaluated with (and trained on)
+    eval_max_new_tokens: int = 256  # token budget of the student's answers on the seeds
+    augment_template: str = "llm2llm/augment.jinja"  # teacher prompt writing a new problem
+    solve_template: str = "llm2llm/solve.jinja"  # teacher prompt re-solving a new problem
+    teacher_temperature: float = 1.0  # sampling temperature of new problems (reference: 1.0)
+    teacher_max_new_tokens: int = 512  # token budget of a new problem with its solution
+    solve_max_new_tokens: int = 512  # token budget of the teacher's re-solution (greedy)
+    near_duplicate_rouge_l: float = 0.95  # drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95)
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets new problems must not overlap
+    chunk_size: int = 8  # wrong seed problems per work unit
+    seed: int = 0  # base seed of every sampling call
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.new_per_wrong < 1:
+            raise ValueError("rounds and new_per_wrong must be at least 1")
+        for key in ("model", "data"):
+            if key in self.train:
+                raise ValueError(f"train.{key} is set by the stage; remove it")
+
+
+def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out: str | Path) -> dict[str, Any]:
+    """Run R rounds of LLM2LLM over the seed `problems`; returns the manifest."""
+    if not problems:
+        raise UserError("llm2llm needs at least one seed problem")
+    benchmarks = {grading_benchmark(p.source) for p in problems}
+    if len(benchmarks) > 1:
+        raise UserError(f"llm2llm seeds must share one grading rule (got {', '.join(sorted(benchmarks))})")
+    benchmark = benchmarks.pop()
+    out = Path(out)
+    run = StageRun(out, "llm2llm", config, models,
+                   templates=[config.eval_template, config.augment_template, config.solve_template],
+                   inputs={"seeds": len(problems), "seed_ids": [p.id for p in problems][:1000]})
+    decontam, decontam_report = Decontaminator.from_config(config.decontamination)
+    data = [asdict(p) for p in problems]  # the growing data set, as Problem dicts
+    rounds, model = [], None
+    for r in range(1, config.rounds + 1):
+        write_jsonl_atomic(out / "data" / f"round{r}.jsonl", [sft_record(Problem(**d), config) for d in data])
+        base = model if (config.train_from == "previous" and model) else models.student
+        model = run.once(f"round{r}/train", lambda unit: _train(base, out, r, config)).records["model"][0]["path"]
+        evaluated = run.once(f"round{r}/eval", lambda unit: _evaluate(run, models, model, problems, benchmark, out, r, config))
+        wrong_ids = [w["id"] for w in evaluated.records["wrong"]]
+        wrong = [(p, next(w for w in evaluated.records["wrong"] if w["id"] == p.id)) for p in problems if p.id in wrong_ids]
+        teacher = run.backend(models.teacher_backend(), "teacher")
+        pool = [d["question"] for d in data]
+        works = run.map(f"round{r}/augment", wrong, config.chunk_size,
+                        lambda unit: _augment(unit, teacher, pool, decontam, benchmark, r, config),
+                        key=lambda pair: pair[0].id)
+        merged = run.once(f"round{r}/merge", lambda unit: _merge(works, pool, config))
+        data += merged.records["added"]
+        rejected = Counter()
+        for w in [*works, merged]:
+            rejected.update({k.split("/", 1)[1]: v for k, v in w.counts.items() if k.startswith("rejected/")})
+        rounds.append({"round": r, "model": model, "seed_accuracy": evaluated.records["summary"][0]["accuracy"],
+                       "seeds": len(problems), "wrong": len(wrong), "generated": sum(w.counts["generated"] for w in works),
+                       "added": len(merged.records["added"]), "rejected": dict(sorted(rejected.items())),
+                       "data_size": len(data)})
+    records = [sft_record(Problem(**d), config) for d in data]
+    return run.finish({"train.jsonl": records, "problems.jsonl": data, "rounds.jsonl": rounds},
+                      rounds=rounds, decontamination=decontam_report,
+                      summary={"seeds": len(problems), "final_size": len(data),
+                               "seed_accuracy_by_round": [x["seed_accuracy"] for x in rounds]})
+
+
+def sft_record(problem: Problem, config: LLM2LLMConfig) -> dict[str, Any]:
+    """A chat SFT record: the evaluation prompt and a solution ending in `\\boxed{answer}`."""
+    return {"id": problem.id, "messages": [
+        {"role": "user", "content": render(config.eval_template, question=problem.question)},
+        {"role": "assistant", "content": boxed_solution(problem)},
+    ]}
+
+
+def boxed_solution(problem: Problem) -> str:
+    """The worked solution in the answer format evaluation asks for: GSM8K's `#### N` line
+    becomes `\\boxed{N}`; a problem without a solution gets a one-line boxed answer."""
+    solution = (problem.solution or "").strip()
+    if not solution:
+        return f"The answer is \\boxed{{{problem.answer}}}."
+    if "\\boxed" in solution:
+        return solution
+    body = re.sub(r"<<[^>]*>>", "", solution.rsplit("####", 1)[0]).strip()  # GSM8K calculator tags
+    return f"{body}\nThe answer is \\boxed{{{problem.answer}}}.".strip()
+
+
+def parse_generated(text: str) -> tuple[str, str] | None:
+    """`(question, solution)` from the teacher's "Question: ... Solution: ..." reply."""
+    m = _FORMAT.search(text)
+    if not m:
+        return None
+    question, solution = m.group("question").strip(), m.group("solution").strip()
+    return (question, solution) if question and solution else None
+
+
+def _train(base: str, out: Path, r: int, config: LLM2LLMConfig) -> Work:
+    from llm_teach.trainers import train
+
+    values = {**config.train, "model": base, "data": str(out / "data" / f"round{r}.jsonl")}
+    path = train("sft", values, out / f"round{r}" / "train")
+    return Work(records={"model": [{"path": str(path)}]})
+
+
+def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], benchmark: str, out: Path,
+              r: int, config: LLM2LLMConfig) -> Work:
+    """Accuracy of round r's student on the seeds, and what it answered on the ones it missed.
+    A freshly trained checkpoint is loaded in-process (a server cannot serve it yet)."""
+    from llm_teach.evaluation import EvalConfig, evaluate
+
+    options = models.student_options
+    if options.backend == "openai":
+        options = BackendOptions(backend="hf", dtype=options.dtype)
+    student = run.backend(models.backend(model, options), "student")
+    cfg = EvalConfig(benchmark=benchmark, max_new_tokens=config.eval_max_new_tokens, template=config.eval_template,
+                     seed=derive_seed(config.seed, f"round{r}/eval"))
+    summary = evaluate(student, seeds, cfg, out / f"round{r}" / "eval")
+    models.release(model, options)
+    items = read_jsonl(out / f"round{r}" / "eval" / "items.jsonl")
+    wrong = [{"id": it["id"], "completion": it["completions"][0], "answer": it["answers"][0]}
+             for it in items if not it["correct"][0]]
+    return Work(records={"wrong": wrong, "summary": [{"accuracy": summary["accuracy"], "n": summary["n"]}]},
+                counts=Counter({f"round{r}/seeds_wrong": len(wrong)}))
+
+
+def _augment(unit: Unit, teacher: Backend, pool: list[str], decontam: Decontaminator, benchmark: str, r: int,
+             config: LLM2LLMConfig) -> Work:
+    """New problems for one unit of wrong seeds: generate, parse, filter cheaply, then have the
+    teacher re-solve the survivors and keep the ones whose answers agree."""
+    counts: Counter = Counter()
+    prompts = [[{"role": "user", "content": render(config.augment_template, question=seed.question,
+                                                   solution=boxed_solution(seed), student_answer=_shown(wrong))}]
+               for seed, wrong in unit.items]
+    sampling = SamplingConfig(temperature=config.teacher_temperature, max_new_tokens=config.teacher_max_new_tokens,
+                              seed=unit.seed)
+    outputs = teacher.generate(prompts, config.new_per_wrong, sampling)
+    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    candidates = []
+    for (seed, _), gens in zip(unit.items, outputs):
+        for j, gen in enumerate(gens):
+            counts["generated"] += 1
+            parsed = parse_generated(gen.completion)
+            if parsed is None:
+                counts["rejected/unparsable"] += 1
+                continue
+            question, solution = parsed
+            answer, _ = extract_answer(solution, benchmark)
+            if answer is None:
+                counts["rejected/no_answer"] += 1
+                continue
+            overlap = decontam.match(question)
+            if overlap is not None:
+                counts["rejected/contaminated"] += 1
+                counts[f"decontamination/dropped/{overlap}"] += 1
+                continue
+            if seen.find(question) is not None:
+                counts["rejected/near_duplicate"] += 1
+                continue
+            seen.add(question)
+            candidates.append(Problem(id=f"{seed.id}~r{r}.{j}", question=question, answer=answer, source=seed.source,
+                                      solution=solution, meta={"seed": seed.id, "round": r}))
+    if candidates:
+        solve = SamplingConfig(temperature=0.0, max_new_tokens=config.solve_max_new_tokens,
+                               seed=derive_seed(unit.seed, "solve"))
+        prompts = [[{"role": "user", "content": render(config.solve_template, question=p.question)}] for p in candidates]
+        resolved = teacher.generate(prompts, 1, solve)
+        kept = []
+        for problem, gens in zip(candidates, resolved):
+            if grade(gens[0].completion, problem.answer, benchmark).correct:
+                kept.append(problem)
+            else:
+                counts["rejected/disagree"] += 1
+        candidates = kept
+    return Work(records={"problems": [asdict(p) for p in candidates]}, counts=counts)
+
+
+def _merge(works: list[Work], pool: list[str], config: LLM2LLMConfig) -> Work:
+    """Units filtered near-duplicates against the data at round start; this pass drops the
+    ones two units produced independently (in unit order, so it is deterministic)."""
+    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    added, counts = [], Counter()
+    for work in works:
+        for problem in work.records.get("problems", []):
+            if seen.find(problem["question"]) is not None:
+                counts["rejected/near_duplicate"] += 1
+                continue
+            seen.add(problem["question"])
+            added.append(problem)
+    counts["added"] = len(added)
+    return Work(records={"added": added}, counts=counts)
+
+
+def _shown(wrong: dict[str, Any], limit: int = 1500) -> str:
+    text = (wrong.get("completion") or "").strip()
+    text = text if len(text) <= limit else text[:limit] + " ..."
+    answer = wrong.get("answer")
+    return f"{text}\n(final answer: {answer if answer is not None else 'none given'})".strip()
