@@ -63,7 +63,8 @@ def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_
     write_json_atomic(out / "summary.json", summary)
     _write_eval_manifest(out, backend, config, problems, status="complete",
                          timings={"seconds_this_run": round(time.time() - started, 2)},
-                         usage={"completion_tokens_this_run": tokens})
+                         usage={"completion_tokens_this_run": tokens},
+                         backend_stats=getattr(backend, "stats", None))  # e.g. the openai backend's retries
     return summary
 
 

@@ -21,6 +21,7 @@ class BackendOptions:
     max_concurrency: int = 8  # openai: requests in flight
     timeout: float = 600.0  # openai: seconds per request
     max_retries: int = 6  # openai: attempts after the first, on 429/5xx/timeouts
+    tokenizer: str | None = None  # openai score(): model spec of the served model's tokenizer (default: the model name)
     dtype: str = "auto"  # hf/vllm weights dtype
     device: str | None = None  # hf: cpu, cuda, cuda:1 (default: cuda when available)
     batch_size: int = 16  # hf: sequences per forward pass

@@ -28,6 +28,8 @@ def eval_(
     base_url: opt.BaseUrl = None,
     api_key_env: opt.ApiKeyEnv = None,
     max_concurrency: opt.MaxConcurrency = 8,
+    timeout: opt.RequestTimeout = 600.0,
+    max_retries: opt.MaxRetries = 6,
     dtype: opt.Dtype = "auto",
     batch_size: opt.BatchSize = 16,
     tensor_parallel_size: opt.TensorParallel = 1,
@@ -56,7 +58,7 @@ def eval_(
                         temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
                         top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, template=template)
     engine = make_backend(model, opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype,
-                                                     batch_size, tensor_parallel_size))
+                                                     batch_size, tensor_parallel_size, timeout, max_retries))
     summary = evaluate(engine, problems, config, out)
     print_summary(summary)
 

@@ -17,6 +17,9 @@ Backend = Annotated[str, typer.Option("--backend", help="hf (in-process transfor
 BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")]
 ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="openai backend: name of the environment variable holding the API key.")]
 MaxConcurrency = Annotated[int, typer.Option("--max-concurrency", help="openai backend: requests in flight.")]
+RequestTimeout = Annotated[float, typer.Option("--timeout", help="openai backend: seconds to wait for one response.")]
+MaxRetries = Annotated[int, typer.Option("--max-retries", help="openai backend: further attempts on 429/5xx/timeouts/connection errors.")]
+Tokenizer = Annotated[Optional[str], typer.Option("--tokenizer", help="openai backend, scoring: model spec of the served model's tokenizer (default: --model).")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="hf backend: sequences per forward pass.")]
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="vllm backend: GPUs per model.")]
@@ -25,12 +28,14 @@ Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one op
 
 
 def backend_options(backend: str, base_url: str | None, api_key_env: str | None, max_concurrency: int,
-                    dtype: str, batch_size: int, tensor_parallel_size: int) -> BackendOptions:
+                    dtype: str, batch_size: int, tensor_parallel_size: int, timeout: float = 600.0,
+                    max_retries: int = 6, tokenizer: str | None = None) -> BackendOptions:
     if backend == "openai" and not base_url:
         raise UserError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     return BackendOptions(backend=backend, base_url=base_url, api_key_env=api_key_env,
                           max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
-                          tensor_parallel_size=tensor_parallel_size)
+                          tensor_parallel_size=tensor_parallel_size, timeout=timeout,
+                          max_retries=max_retries, tokenizer=tokenizer)
 
 
 def parse_columns(columns: str | None) -> dict[str, str] | None:
