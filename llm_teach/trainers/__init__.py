@@ -1,1 +1,68 @@
-"""Trainers built on TRL (SFT, DPO, GRPO, KDRL, distillation) and their losses."""
+"""Trainers built on TRL (SFT, DPO, GRPO, KDRL, distillation) and their losses.
+
+One entry point for the CLI and the stages::
+
+    from llm_teach.trainers import train
+    model_dir = train("sft", {"model": "tiny-random", "data": "records.jsonl", "max_steps": 10}, "runs/sft")
+
+`values` are the method config's fields (the same keys as a YAML config or `--set key=value`);
+the returned directory is a model spec `llm_teach.models.load_model` accepts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from llm_teach.errors import UserError
+
+# method -> (module, config class name)
+METHODS = {
+    "sft": ("llm_teach.trainers.sft", "SFTConfig"),
+    "dpo": ("llm_teach.trainers.dpo", "DPOConfig"),
+    "grpo": ("llm_teach.trainers.grpo", "GRPOConfig"),
+    "kdrl": ("llm_teach.trainers.kdrl", "KDRLConfig"),
+    "distill": ("llm_teach.trainers.distill", "DistillConfig"),
+}
+
+
+def method_module(method: str):
+    if method not in METHODS:
+        raise UserError(f"unknown training method '{method}' (choose from {', '.join(METHODS)})")
+    return importlib.import_module(METHODS[method][0])
+
+
+def config_class(method: str) -> type:
+    return getattr(method_module(method), METHODS[method][1])
+
+
+def make_config(method: str, values: dict[str, Any], where: str = "train config"):
+    """Validate `values` into the method's config dataclass; unknown keys are a UserError."""
+    from llm_teach.config import build
+
+    return build(config_class(method), values, where)
+
+
+def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool = False,
+          callbacks: list | None = None) -> Path:
+    """Train with `method` and return the trained model directory (OUT/model or OUT/adapter).
+
+    A finished run in `out` with the same method and config is returned as is. Existing
+    checkpoints are continued with `resume=True` (same step count and data order as an
+    uninterrupted run) and are an error otherwise. `callbacks` are extra
+    `transformers.TrainerCallback`s (tests use one to crash a run mid-way).
+    """
+    from llm_teach.trainers import common
+
+    cfg = make_config(method, values)
+    out = Path(out)
+    action, checkpoint = common.plan_run(out, method, cfg.to_dict(), resume)
+    if action == "done":
+        return common.final_model_dir(out)
+    # Data and models are validated and loaded before anything is written to `out`.
+    trainer = method_module(method).build_trainer(cfg, out, callbacks=callbacks)
+    return common.run(trainer, cfg, method, out, checkpoint)
+
+
+__all__ = ["METHODS", "config_class", "make_config", "train"]
