@@ -1,0 +1,257 @@
+"""KDRL: GRPO plus knowledge distillation from a teacher on the student's own rollouts.
+
+    loss = GRPO loss + beta_t * masked_mean_t k(R_t),   R_t = log pi_T(o_t|q,o_<t) - log pi_theta(o_t|q,o_<t)
+
+with the teacher detached, `k` one of the estimators of `losses.kd_estimator` (k2 = R^2/2 by
+default: on on-policy samples its gradient is the reverse-KL gradient), beta_t constant or
+linearly annealed (`losses.beta_schedule`), and the mask optionally restricted by reward
+(`losses.reward_mask`: KD only on wrong responses, or only on groups with no correct one).
+
+How it hooks into TRL (written against trl 1.16.0; the overrides are deliberately thin so they
+survive upgrades, and none touches the reference-model slot, so GRPO's own `beta` KL to the
+reference and LoRA (reference = adapter disabled) keep working as in plain GRPO):
+
+* `_calculate_rewards`: remember the rewards, gathered over all ranks (a GRPO group can span
+  ranks, so group masking needs the global view).
+* `_generate_and_score_completions`: after TRL's rollout + scoring, add the teacher's per-token
+  log-probs of the same token ids (no grad) and the per-response KD mask to the batch dict;
+  TRL's shuffle/split carries them along with the other per-sample tensors.
+* `_get_per_token_logps_and_entropies`: while `_compute_loss` runs, keep the student's per-token
+  log-probs it computes, so the KD term reuses that forward instead of running a second one.
+* `_compute_loss`: TRL's loss + the KD term; logs `kd_loss`, `beta` (beta_t), and at generation
+  `kd_masked_frac` (fraction of responses masked out of KD), all reduced across ranks.
+
+The teacher is a local causal LM (scored directly over the student's token ids: exact and one
+forward) or any `Backend` with `score()`, e.g. a vLLM server through the openai backend
+(completions are detokenized and re-scored; a response whose re-tokenization differs from the
+student's ids is left out of the KD term, and `kd_teacher_aligned_frac` says how often).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import trl
+
+from llm_teach.errors import UserError
+from llm_teach.trainers.common import (check_same_tokenizer, load_student, load_teacher, lora_config, option, prepare_frozen)
+from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
+from llm_teach.trainers.losses import beta_schedule, kd_estimator, masked_mean, reward_mask
+
+TEACHER_BACKENDS = ("hf", "openai", "vllm")
+
+
+@dataclass
+class KDRLConfig(GRPOConfig):
+    """GRPO + teacher KD on the student's rollouts (paper defaults for the KD schedule)."""
+
+    teacher: str | None = option("Teacher: a model spec (teacher_backend=hf/vllm) or the served model name "
+                                "(teacher_backend=openai). Must share the student's tokenizer.")
+    teacher_backend: str = option("hf: load the teacher in-process and score the student's token ids directly; "
+                                 "openai: score through an OpenAI-compatible server that returns prompt "
+                                 "log-probs (vLLM); vllm: in-process vLLM.", "hf")
+    teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    teacher_dtype: str = option("Teacher weights dtype (hf backend).", "float32")
+    teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
+    kd_estimator: str = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
+                              "k3 (e^R - R - 1).", "k2")
+    kd_beta: float = option("KD coefficient beta_0 (KDRL: 5e-3).", 5e-3)
+    kd_beta_schedule: str = option("constant, or linear: beta_t = max(beta_0 - delta*t, beta_min).", "constant")
+    kd_beta_min: float = option("Floor of the linear schedule (KDRL: 1e-3).", 1e-3)
+    kd_beta_delta: float = option("Decrease of beta per optimizer step in the linear schedule (KDRL: 5e-5).", 5e-5)
+    kd_mask: str = option("Reward-guided masking: none; response (KD only on responses with reward <= threshold); "
+                         "group (KD only on groups with no correct response).", "none")
+    kd_mask_threshold: float = option("A response counts as wrong when its correctness reward is <= this.", 0.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.teacher:
+            raise ValueError("kdrl needs a teacher (--teacher SPEC)")
+        checks = {"teacher_backend": TEACHER_BACKENDS, "kd_estimator": ("k1", "k2", "k3"),
+                  "kd_beta_schedule": ("constant", "linear"), "kd_mask": ("none", "response", "group")}
+        for key, allowed in checks.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"'{key}' must be one of {', '.join(allowed)} (got {getattr(self, key)!r})")
+        if self.teacher_backend == "openai" and not self.teacher_base_url:
+            raise ValueError("teacher_backend openai needs teacher_base_url")
+        if self.teacher_backend != "hf" and self.temperature != 1.0:
+            raise ValueError("a served teacher scores at temperature 1; use temperature 1.0 or teacher_backend hf")
+
+
+class KDRLTrainer(trl.GRPOTrainer):
+    """`trl.GRPOTrainer` + a teacher term (see module docstring; trl 1.16.0 overrides:
+    `_calculate_rewards`, `_generate_and_score_completions`, `_get_per_token_logps_and_entropies`,
+    `_compute_loss`).
+
+    Args:
+        teacher: a causal LM sharing the student's tokenizer, or a `Backend` that can `score`.
+        kd_estimator, kd_beta, kd_beta_schedule, kd_beta_min, kd_beta_delta, kd_mask,
+        kd_mask_threshold: as in `KDRLConfig`.
+        teacher_batch_size: rollouts per teacher forward.
+        *args, **kwargs: `trl.GRPOTrainer`'s. The FIRST reward function must be the correctness
+            reward: reward-guided masking reads it.
+    """
+
+    def __init__(self, *args, teacher, kd_estimator: str = "k2", kd_beta: float = 5e-3,
+                 kd_beta_schedule: str = "constant", kd_beta_min: float = 1e-3, kd_beta_delta: float = 5e-5,
+                 kd_mask: str = "none", kd_mask_threshold: float = 0.0, teacher_batch_size: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kd_estimator, self.kd_mask, self.kd_mask_threshold = kd_estimator, kd_mask, kd_mask_threshold
+        self.kd_schedule = dict(beta0=kd_beta, kind=kd_beta_schedule, beta_min=kd_beta_min, delta=kd_beta_delta)
+        self.teacher_batch_size = teacher_batch_size
+        self._capture_student = False
+        self._student_logps = None
+        self._global_rewards = None
+        if isinstance(teacher, torch.nn.Module):
+            config = teacher.config.get_text_config()
+            if getattr(config, "final_logit_softcapping", None):
+                raise UserError("teachers with soft-capped logits are not supported yet")
+            student_vocab = self.accelerator.unwrap_model(self.model).config.get_text_config().vocab_size
+            # Padded vocabularies may differ in size; the real tokens are the shared prefix.
+            self.common_vocab = min(len(self.processing_class), config.vocab_size, student_vocab)
+            self.teacher = prepare_frozen(teacher, self)
+        else:
+            self.common_vocab = None
+            self.teacher = teacher
+
+    def kd_beta_at(self, step: int) -> float:
+        return beta_schedule(step, **self.kd_schedule)
+
+    # -- overrides ----------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._global_rewards = rewards  # [all ranks' completions, reward funcs], gathered by TRL
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        logps, valid = self._teacher_logps(inputs, output)
+        output["teacher_per_token_logps"] = logps
+        output["teacher_mask"] = valid.to(output["completion_mask"].dtype)
+        # Reward-guided mask over ALL ranks' responses (groups may span ranks), then this rank's slice.
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        keep = reward_mask(self._global_rewards[:, 0], group, self.kd_mask, self.kd_mask_threshold)
+        local = len(inputs)
+        start = self.accelerator.process_index * local
+        output["kd_mask"] = keep[start:start + local].to(logps.device)
+        self._metrics[mode]["kd_masked_frac"].append(1.0 - keep.float().mean().item())
+        if self.common_vocab is None:
+            aligned = self.accelerator.gather(valid.any(-1).float()).mean().item()
+            self._metrics[mode]["kd_teacher_aligned_frac"].append(aligned)
+        return output
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_student:
+            self._student_logps = result[0]
+        return result
+
+    def _compute_loss(self, model, inputs):
+        self._capture_student, self._student_logps = True, None
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._capture_student = False
+        student, self._student_logps = self._student_logps, None
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"] * inputs["teacher_mask"] * inputs["kd_mask"][:, None]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        per_token = kd_estimator(student, inputs["teacher_per_token_logps"], self.kd_estimator)
+        beta = self.kd_beta_at(self.state.global_step)
+        # Scaled for gradient accumulation like TRL's per-micro-batch loss types.
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        loss = loss + beta * masked_mean(per_token, mask) / normalizer
+        totals = self.accelerator.reduce(torch.stack([(per_token * mask).sum(), mask.sum()]).detach(), "sum")
+        self._metrics[mode]["kd_loss"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+        self._metrics[mode]["beta"].append(beta)
+        return loss
+
+    # -- teacher scoring ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _teacher_logps(self, inputs, output) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher log-probs of the rollouts' completion tokens [B, C] and where they are valid."""
+        if self.common_vocab is None:
+            return self._backend_logps([x["prompt"] for x in inputs], output)
+        prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        width = completion_ids.size(1)
+        head = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()
+        rows = []
+        for s in range(0, ids.size(0), self.teacher_batch_size):
+            # Called like the student in TRL (input_ids + attention_mask only), so a teacher equal to
+            # the student gives R == 0 exactly; only the last hidden states are kept (logits_to_keep=1).
+            out = self.teacher(input_ids=ids[s:s + self.teacher_batch_size],
+                               attention_mask=attention[s:s + self.teacher_batch_size],
+                               output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            hidden = out.hidden_states[-1][:, -width - 1:-1]  # position t predicts completion token t
+            targets = completion_ids[s:s + self.teacher_batch_size].clamp(max=self.common_vocab - 1)
+            rows.append(_chunked_token_logps(head, hidden, targets, self.common_vocab, self.temperature))
+        valid = completion_ids < self.common_vocab
+        return torch.cat(rows), valid
+
+    def _backend_logps(self, prompts, output) -> tuple[torch.Tensor, torch.Tensor]:
+        completion_ids, mask = output["completion_ids"], output["completion_mask"]
+        lengths = mask.sum(-1).tolist()
+        rows = [completion_ids[i, :n].tolist() for i, n in enumerate(lengths)]
+        texts = self.processing_class.batch_decode(rows, skip_special_tokens=False)
+        scored = self.teacher.score(prompts, texts)
+        logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)
+        valid = torch.zeros(completion_ids.shape, dtype=torch.bool, device=completion_ids.device)
+        for i, (row, result) in enumerate(zip(rows, scored, strict=True)):
+            if list(result.token_ids) == row and row:
+                logps[i, :len(row)] = torch.tensor(result.logprobs, dtype=torch.float32)
+                valid[i, :len(row)] = True
+        return logps, valid
+
+
+def _chunked_token_logps(head, hidden, targets, vocab: int, temperature: float, chunk: int = 256):
+    """log softmax(head(hidden)[..., :vocab] / T) at `targets`, `chunk` positions at a time, so
+    [B, C, V] logits never exist at once for long completions."""
+    parts = []
+    for s in range(0, hidden.size(1), chunk):
+        logits = head(hidden[:, s:s + chunk])[..., :vocab].float() / temperature
+        parts.append(logits.log_softmax(-1).gather(-1, targets[:, s:s + chunk, None]).squeeze(-1))
+    return torch.cat(parts, dim=1)
+
+
+def make_teacher(cfg: KDRLConfig, student_tokenizer):
+    """The teacher as a local model (hf) or a scoring Backend (openai/vllm)."""
+    from llm_teach.backends import BackendOptions, make_backend
+    from llm_teach.models import load_tokenizer, parse_spec
+
+    if cfg.teacher_backend == "hf":
+        parse_spec(cfg.teacher)
+        check_same_tokenizer(student_tokenizer, load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
+        return load_teacher(cfg.teacher, cfg.teacher_dtype)
+    try:
+        backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
+                                                           dtype=cfg.teacher_dtype, tokenizer=cfg.model))
+    except ModuleNotFoundError as exc:
+        raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available here ({exc.name} missing)") from None
+    if not hasattr(backend, "score"):
+        raise UserError(f"teacher backend '{cfg.teacher_backend}' cannot score completions")
+    return backend
+
+
+def build_trainer(cfg: KDRLConfig, out: Path, callbacks=None):
+    import datasets
+
+    from llm_teach.models import load_tokenizer
+
+    rows = build_dataset(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    args = grpo_args(cfg, out)
+    student = load_student(cfg)
+    teacher = make_teacher(cfg, tokenizer)
+    kd: dict[str, Any] = {k: getattr(cfg, k) for k in ("kd_estimator", "kd_beta", "kd_beta_schedule", "kd_beta_min",
+                                                        "kd_beta_delta", "kd_mask", "kd_mask_threshold",
+                                                        "teacher_batch_size")}
+    return KDRLTrainer(model=student, reward_funcs=reward_functions(cfg)[0], args=args,
+                       train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
+                       peft_config=lora_config(cfg), callbacks=callbacks, teacher=teacher, **kd)
