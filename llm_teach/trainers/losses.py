@@ -361,7 +361,9 @@ class ChunkedDistillLoss(nn.Module):
 
     Shapes (forward):
         hidden: [B, T, H] final hidden states (after the final norm), aligned like the logits
-        of `DistillLoss`; lm_head_weight: [V, H]; mask, targets: [B, T];
+        of `DistillLoss`; lm_head_weight: [V, H], or the output-embedding module itself (under
+        DeepSpeed ZeRO-3 the weight is only gathered inside that module's forward);
+        mask, targets: [B, T];
         teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
 
     Returns:
@@ -393,7 +395,7 @@ class ChunkedDistillLoss(nn.Module):
         topk_logprobs: Tensor | None,
         teacher_logits: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        logits = F.linear(hidden, weight)
+        logits = weight(hidden) if isinstance(weight, nn.Module) else F.linear(hidden, weight)
         d, ce = self.loss.token_losses(logits, targets, topk_ids, topk_logprobs, teacher_logits)
         m = mask.to(d.dtype)
         ce_sum = (ce * m).sum() if ce is not None else torch.zeros((), device=d.device)
@@ -402,7 +404,7 @@ class ChunkedDistillLoss(nn.Module):
     def forward(
         self,
         hidden: Tensor,
-        lm_head_weight: Tensor,
+        lm_head_weight: Tensor | nn.Module,
         mask: Tensor,
         targets: Tensor | None = None,
         teacher_topk_ids: Tensor | None = None,

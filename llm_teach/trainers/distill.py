@@ -1,0 +1,368 @@
+"""Logit distillation (SSB's trainer; sequence-level and GKD-style KD on teacher completions).
+
+The student sees the student prompt and matches the teacher's next-token distribution at every
+token of the teacher's completion (SSB: the teacher saw a hinted prompt)::
+
+    loss = lambda_kd * T^2 * D(teacher || student) + lambda_ce * CE,   D in {forward KL, reverse KL, JSD(beta)}
+
+Teacher distributions come from
+* a stored top-k logit file: records `{prompt, teacher_prompt, completion, logits_ref}` with
+  `logits_ref` pointing into a `logit_store` (the completion's token ids are the store's, i.e.
+  exactly what the teacher scored);
+* or online: a local teacher (`teacher_backend: hf`) run on teacher_prompt + completion every
+  step (full vocabulary with `teacher_top_k: 0`, else its top-k); a served teacher
+  (`openai`/`vllm`) scores every record's top-k once, into OUT/teacher_logits, before training.
+
+Why a `transformers.Trainer` subclass and not TRL's: `trl.DistillationTrainer` and
+`trl.experimental.gkd.GKDTrainer` (trl 1.16) generate on-policy and run a teacher MODEL on the
+student's own prompt; neither reads an offline top-k store nor lets the teacher condition on a
+different (hinted) prompt than the student. Only `compute_loss` (+ `log`, for the kd/ce
+metrics) is overridden; batching, accumulation, checkpoints, DDP/DeepSpeed stay the Trainer's.
+
+Alignment (the classic bug is shifting twice): everything is in the COMPLETION frame. For
+completion token j of a row with a P-token prompt, the student's prediction is the hidden state
+at position P-1+j (gathered, not shifted), the target is input_ids[P+j], and the teacher tensors
+at j are the teacher's distribution for that same token (stored per completion token, or
+gathered at teacher position P_t-1+j). `losses.ChunkedDistillLoss` never shifts, and computes the
+lm-head `chunk_size` positions at a time, so [B, T, V] student logits never exist at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from llm_teach.errors import UserError
+from llm_teach.trainers.common import (TrainConfig, check_same_tokenizer, encode_prompt, is_records_file, load_student, load_teacher, lora_config,
+                                       make_args, option, prepare_frozen, read_records, require, trl_kwargs)
+from llm_teach.trainers.logit_store import TopKLogitStore, TopKLogitWriter
+from llm_teach.trainers.losses import ChunkedDistillLoss
+
+PAD_LOGPROB = -1e4  # vocab padding / short top-k rows: finite, and exp() == 0
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """Distillation from stored top-k teacher log-probs or an online teacher."""
+
+    learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
+    teacher: str | None = option("Online teacher (model spec, or served model name) for records without "
+                                "logits_ref. Must share the student's tokenizer.")
+    teacher_backend: str = option("hf: run the teacher in-process every step; openai/vllm: score every record's "
+                                 "top-k once through the backend, into OUT/teacher_logits.", "hf")
+    teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    teacher_dtype: str = option("Teacher weights dtype (hf backend).", "float32")
+    teacher_top_k: int = option("Online teacher support: 0 = full vocabulary (hf only, exact), k = its top-k "
+                               "(a served teacher needs k > 0; 20 when left at 0).", 0)
+    logit_store: str | None = option("Top-k store directory to use for every record's logits_ref (default: the "
+                                    "ref's own 'store', or a 'logits' folder next to the records file).")
+    divergence: str = option("forward_kl = KL(teacher||student) (Hinton KD), reverse_kl = KL(student||teacher), "
+                            "jsd = generalized JSD(jsd_beta).", "forward_kl")
+    jsd_beta: float = option("JSD mixture weight of the teacher (0 -> forward KL, 1 -> reverse KL).", 0.5)
+    temperature: float = option("Softening temperature T of both distributions (the loss is scaled by T^2).", 1.0)
+    lambda_kd: float = option("Weight of the distillation term.", 1.0)
+    lambda_ce: float = option("Weight of the cross-entropy on the completion tokens (0 = pure KD).", 0.0)
+    student_renorm: bool = option("Top-k teacher: renormalize the student on the teacher's top-k too (needed "
+                                 "for reverse KL against a top-k teacher; ignores off-support mass).", False)
+    chunk_size: int = option("Completion positions per lm-head chunk of the loss.", 256)
+    max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
+                            "tail is cut).", 1024)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        allowed = {"divergence": ("forward_kl", "reverse_kl", "jsd"), "teacher_backend": ("hf", "openai", "vllm")}
+        for key, values in allowed.items():
+            if getattr(self, key) not in values:
+                raise ValueError(f"'{key}' must be one of {', '.join(values)} (got {getattr(self, key)!r})")
+        if self.teacher_top_k < 0 or self.chunk_size < 1 or self.temperature <= 0:
+            raise ValueError("teacher_top_k must be >= 0, chunk_size >= 1 and temperature > 0")
+        if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
+            raise ValueError("teacher_backend openai needs teacher_base_url")
+
+
+# -- records -> tokenized rows ---------------------------------------------------------------
+
+
+def _resolve_store(ref: dict[str, Any], cfg: DistillConfig, where: str) -> str:
+    candidates = [Path(cfg.logit_store)] if cfg.logit_store else []
+    if isinstance(ref.get("store"), str):
+        candidates.append(Path(ref["store"]))
+    candidates.append(Path(cfg.data).parent / "logits")  # records.jsonl + logits/ moved together
+    for c in candidates:
+        if (c / "meta.json").is_file():
+            return str(c)
+    raise UserError(f"{where}: logit store not found (tried {', '.join(map(str, candidates))}); "
+                    "set logit_store: DIR")
+
+
+def build_rows(cfg: DistillConfig, tokenizer, vocab_size: int) -> tuple[list[dict[str, Any]], str]:
+    """Tokenized rows and the teacher mode ("store" or "online"). Rows carry both views:
+    `input_ids` = student prompt + completion, and the teacher's prompt + completion (online)
+    or the store position of the teacher's top-k rows (store)."""
+    if not is_records_file(cfg.data):
+        raise UserError(f"distill needs a JSONL file of {{prompt, teacher_prompt, completion, logits_ref}} "
+                        f"records, not '{cfg.data}'")
+    records = read_records(cfg.data, cfg.limit)
+    with_refs = sum("logits_ref" in r for _, r in records)
+    if with_refs not in (0, len(records)):
+        raise UserError(f"{cfg.data}: {with_refs} of {len(records)} records have logits_ref; all or none must")
+    mode = "store" if with_refs else "online"
+    if mode == "online" and not cfg.teacher:
+        raise UserError(f"{cfg.data}: records have no logits_ref; give a teacher (--teacher SPEC) to score them")
+    stores: dict[str, TopKLogitStore] = {}
+    rows = []
+    for where, rec in records:
+        require(rec, ("prompt",) + (("logits_ref",) if mode == "store" else ("completion",)), where, "distill")
+        prompt_ids = encode_prompt(tokenizer, _prompt(rec["prompt"], where, "prompt"))
+        row = {"input_ids": [], "prompt_len": len(prompt_ids), "store": "", "offset": -1,
+               "teacher_input_ids": [], "teacher_prompt_len": 0}
+        if mode == "store":
+            ref = rec["logits_ref"]
+            if not isinstance(ref, dict) or not {"offset", "length"} <= set(ref):
+                raise UserError(f"{where}: 'logits_ref' must be an object with offset and length (and store, key)")
+            row["store"] = _resolve_store(ref, cfg, where)
+            store = stores.setdefault(row["store"], TopKLogitStore(row["store"]))
+            try:
+                stored = store.get(ref)
+            except (KeyError, ValueError) as exc:
+                raise UserError(f"{where}: bad logits_ref ({exc})") from None
+            if len(stored.topk_ids) and int(stored.topk_ids.max()) >= vocab_size:
+                raise UserError(f"{where}: the stored teacher top-k has token ids >= the student's vocabulary "
+                                f"({vocab_size}): the teacher used another tokenizer")
+            completion = [int(t) for t in stored.token_ids]
+            row["offset"] = int(ref["offset"])
+        else:
+            if not isinstance(rec["completion"], str):
+                raise UserError(f"{where}: 'completion' must be text")
+            completion = tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]
+            teacher_prompt = _prompt(rec.get("teacher_prompt", rec["prompt"]), where, "teacher_prompt")
+            teacher_ids = encode_prompt(tokenizer, teacher_prompt)
+            row["teacher_prompt_len"] = len(teacher_ids)
+        room = cfg.max_length - len(prompt_ids)
+        if room < 1:
+            raise UserError(f"{where}: the prompt alone has {len(prompt_ids)} tokens, over max_length {cfg.max_length}")
+        completion = completion[:room]
+        if not completion:
+            raise UserError(f"{where}: empty completion")
+        row["input_ids"] = prompt_ids + completion
+        if mode == "online":
+            row["teacher_input_ids"] = teacher_ids + completion
+        rows.append(row)
+    return rows, mode
+
+
+def _prompt(value: Any, where: str, key: str):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return value
+    raise UserError(f"{where}: '{key}' must be text or a list of {{role, content}} messages")
+
+
+def score_into_store(backend, cfg: DistillConfig, root: Path, batch: int = 16) -> str:
+    """Served teacher: top-k log-probs of every record's completion, once, into a store.
+    Resumable (records already in the store are skipped); returns the store directory."""
+    k = cfg.teacher_top_k or 20
+    records = read_records(cfg.data, cfg.limit)
+    with TopKLogitWriter(root, k=k, model=cfg.teacher) as writer:
+        todo = [(str(i), r) for i, (_, r) in enumerate(records) if str(i) not in writer]
+        for s in range(0, len(todo), batch):
+            part = todo[s:s + batch]
+            scored = backend.score([r.get("teacher_prompt", r["prompt"]) for _, r in part],
+                                   [r["completion"] for _, r in part], top_k=k)
+            for (key, _), result in zip(part, scored, strict=True):
+                if not result.top_k:
+                    raise UserError(f"teacher backend returned no top-k log-probs for record {key}")
+                ids, logps = [], []
+                for row in result.top_k:
+                    pairs = sorted(row.items(), key=lambda kv: -kv[1])[:k]
+                    pairs += [(pairs[-1][0], PAD_LOGPROB)] * (k - len(pairs))
+                    ids.append([i for i, _ in pairs])
+                    logps.append([v for _, v in pairs])
+                writer.append(key, result.token_ids, ids, logps, result.logprobs)
+    return str(root)
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+class DistillCollator:
+    """Pads rows and lays the teacher out in the completion frame ([B, C_max, ...])."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+        self.stores: dict[str, TopKLogitStore] = {}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(r["input_ids"]) - r["prompt_len"] for r in rows]
+        width, c_max = max(len(r["input_ids"]) for r in rows), max(lengths)
+        batch = _pad([r["input_ids"] for r in rows], width, self.pad_id)
+        j = torch.arange(c_max)
+        mask = (j[None, :] < torch.tensor(lengths)[:, None]).float()
+        prompt_len = torch.tensor([r["prompt_len"] for r in rows])
+        positions = (prompt_len[:, None] - 1 + j[None, :]).clamp(max=width - 1)
+        targets = torch.where(mask.bool(), batch["input_ids"].gather(1, (positions + 1).clamp(max=width - 1)), -100)
+        out = {**batch, "positions": positions, "completion_mask": mask, "targets": targets}
+        if rows[0]["store"]:
+            ids, logps = [], []
+            for r, n in zip(rows, lengths):
+                store = self.stores.setdefault(r["store"], TopKLogitStore(r["store"]))
+                rec = store.get({"offset": r["offset"], "length": n})
+                ids.append(torch.from_numpy(rec.topk_ids.astype("int64")))
+                logps.append(torch.from_numpy(rec.topk_logprobs.astype("float32")))
+            out["teacher_topk_ids"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
+            out["teacher_topk_logprobs"] = torch.nn.utils.rnn.pad_sequence(logps, batch_first=True)
+        else:
+            t_width = max(len(r["teacher_input_ids"]) for r in rows)
+            teacher = _pad([r["teacher_input_ids"] for r in rows], t_width, self.pad_id)
+            t_len = torch.tensor([r["teacher_prompt_len"] for r in rows])
+            out["teacher_input_ids"] = teacher["input_ids"]
+            out["teacher_attention_mask"] = teacher["attention_mask"]
+            out["teacher_positions"] = (t_len[:, None] - 1 + j[None, :]).clamp(max=t_width - 1)
+        return out
+
+
+def _pad(seqs: list[list[int]], width: int, pad: int) -> dict[str, torch.Tensor]:
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        attention[i, :len(s)] = 1
+    return {"input_ids": ids, "attention_mask": attention}
+
+
+# -- trainer ----------------------------------------------------------------------------------
+
+
+def _gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, H] at positions [B, C] -> [B, C, H]."""
+    return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.size(-1)))
+
+
+def completion_hidden(model, input_ids, attention_mask, positions) -> torch.Tensor:
+    """Final hidden states (after the last norm) at the positions predicting the completion.
+    Goes through the model's own forward (so DDP/DeepSpeed hooks run) with logits_to_keep=1."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                logits_to_keep=1, use_cache=False)
+    return _gather_positions(out.hidden_states[-1], positions)
+
+
+class DistillTrainer(Trainer):
+    """`transformers.Trainer` with the distillation loss (see module docstring).
+
+    Args:
+        loss: the `ChunkedDistillLoss` to minimize.
+        teacher: online teacher model (None when batches carry a stored top-k).
+        teacher_top_k: online teacher: 0 = full vocabulary, k = its top-k.
+    """
+
+    def __init__(self, *args, loss: ChunkedDistillLoss, teacher=None, teacher_top_k: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distill_loss = loss
+        self.teacher_top_k = teacher_top_k
+        # Our loss is already a mean over the micro-batch: let the Trainer divide it by the
+        # accumulation steps (it skips that for models whose forward takes loss kwargs).
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, list[float]] = {"kd_loss": [], "ce_loss": [], "completion_tokens": []}
+        self.teacher = prepare_frozen(teacher, self) if teacher is not None else None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        hidden = completion_hidden(model, inputs["input_ids"], inputs["attention_mask"], inputs["positions"])
+        student = self.accelerator.unwrap_model(model)
+        # The lm-head MODULE, not its weight: under ZeRO-3 the weight is gathered only in its forward.
+        result = self.distill_loss(hidden, student.get_output_embeddings(), inputs["completion_mask"],
+                                   inputs["targets"], **self.teacher_targets(inputs, student.config.get_text_config()
+                                                                             .vocab_size))
+        stats = self.accelerator.reduce(torch.stack([result.kd * result.num_tokens, result.ce * result.num_tokens,
+                                                     result.num_tokens]).detach(), "sum")
+        n = stats[2].clamp(min=1.0)
+        self._metrics["kd_loss"].append((stats[0] / n).item())
+        self._metrics["ce_loss"].append((stats[1] / n).item())
+        self._metrics["completion_tokens"].append(stats[2].item())
+        return (result.loss, None) if return_outputs else result.loss
+
+    @torch.no_grad()
+    def teacher_targets(self, inputs, vocab: int) -> dict[str, torch.Tensor]:
+        """The teacher side of the loss: the stored top-k, or the online teacher's distribution at
+        the same completion tokens (full logits cut/padded to the student's vocabulary, or top-k)."""
+        if "teacher_topk_ids" in inputs:
+            return {"teacher_topk_ids": inputs["teacher_topk_ids"],
+                    "teacher_topk_logprobs": inputs["teacher_topk_logprobs"]}
+        hidden = completion_hidden(self.teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
+                                   inputs["teacher_positions"])
+        logits = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()(hidden).float()
+        logits = logits[..., :vocab]
+        if logits.size(-1) < vocab:  # a smaller padded teacher vocabulary: the rest is impossible
+            logits = torch.nn.functional.pad(logits, (0, vocab - logits.size(-1)), value=PAD_LOGPROB)
+        if not self.teacher_top_k:
+            return {"teacher_logits": logits}
+        values, ids = logits.log_softmax(-1).topk(self.teacher_top_k, dim=-1)
+        return {"teacher_topk_ids": ids, "teacher_topk_logprobs": values}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for key, values in self._metrics.items():
+            if values:
+                logs[key] = sum(values) / len(values)
+            values.clear()
+        super().log(logs, start_time)
+
+
+def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
+    import datasets
+    import transformers
+
+    from llm_teach.models import load_tokenizer, parse_spec
+
+    parse_spec(cfg.model)
+    tokenizer = load_tokenizer(cfg.model)
+    args = make_args(transformers.TrainingArguments, **trl_kwargs(cfg, out), remove_unused_columns=False)
+    if cfg.teacher and cfg.teacher_backend != "hf" and not any("logits_ref" in r for _, r in
+                                                               read_records(cfg.data, cfg.limit)):
+        cfg = _score_with_backend(cfg, out)
+    student = load_student(cfg)
+    rows, mode = build_rows(cfg, tokenizer, student.config.get_text_config().vocab_size)
+    teacher = None
+    if mode == "online":
+        check_same_tokenizer(tokenizer, load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
+        teacher = load_teacher(cfg.teacher, cfg.teacher_dtype)
+    loss = ChunkedDistillLoss(chunk_size=cfg.chunk_size, divergence=cfg.divergence, jsd_beta=cfg.jsd_beta,
+                              temperature=cfg.temperature, lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce,
+                              student_renorm=cfg.student_renorm)
+    model = student
+    if cfg.lora_r:
+        from peft import get_peft_model
+
+        model = get_peft_model(student, lora_config(cfg))
+    return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                          data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                          callbacks=callbacks, loss=loss, teacher=teacher, teacher_top_k=cfg.teacher_top_k)
+
+
+def _score_with_backend(cfg: DistillConfig, out: Path) -> DistillConfig:
+    """Served teacher: the main process scores every record's top-k into OUT/teacher_logits and
+    writes the records again with their logits_ref; every rank then trains from that store."""
+    import dataclasses
+    import json
+
+    from accelerate import PartialState
+
+    from llm_teach.backends import BackendOptions, make_backend
+
+    root, state = out / "teacher_logits", PartialState()
+    with state.main_process_first():
+        if state.is_main_process:
+            try:
+                backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
+                                                                   tokenizer=cfg.model))
+            except ModuleNotFoundError as exc:
+                raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available ({exc.name})") from None
+            score_into_store(backend, cfg, root)
+            index = {e["key"]: e for e in map(json.loads, (root / "index.jsonl").read_text().splitlines())}
+            lines = [json.dumps({**r, "logits_ref": {"store": str(root), **index[str(i)]}})
+                     for i, (_, r) in enumerate(read_records(cfg.data, cfg.limit))]
+            (root / "records.jsonl").write_text("\n".join(lines) + "\n")
+    return dataclasses.replace(cfg, data=str(root / "records.jsonl"), limit=None, logit_store=str(root))
