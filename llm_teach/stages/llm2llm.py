@@ -79,6 +79,9 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
     if len(benchmarks) > 1:
         raise UserError(f"llm2llm seeds must share one grading rule (got {', '.join(sorted(benchmarks))})")
     benchmark = benchmarks.pop()
+    from llm_teach.trainers import make_config
+
+    make_config("sft", {**config.train, "model": models.student, "data": "data.jsonl"}, "llm2llm config: train")
     out = Path(out)
     run = StageRun(out, "llm2llm", config, models,
                    templates=[config.eval_template, config.augment_template, config.solve_template],
@@ -147,7 +150,7 @@ def _train(base: str, out: Path, r: int, config: LLM2LLMConfig) -> Work:
     from llm_teach.trainers import train
 
     values = {**config.train, "model": base, "data": str(out / "data" / f"round{r}.jsonl")}
-    path = train("sft", values, out / f"round{r}" / "train")
+    path = train("sft", values, out / f"round{r}" / "train", resume=True)  # continue a killed round
     return Work(records={"model": [{"path": str(path)}]})
 
 

@@ -1,0 +1,34 @@
+"""`llm-teach run PIPELINE.yaml --out DIR`: run a pipeline of stages, trainers and evaluations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llm_teach.cli import app
+from llm_teach.cli import options as opt
+
+
+@app.command("run")
+def run(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see pipelines/).")],
+    out: opt.Out,
+    set_: opt.Set = None,
+) -> None:
+    """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
+    from llm_teach.pipeline import load_pipeline, run_pipeline
+
+    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo)
+    print_results(results)
+
+
+def print_results(results: dict) -> None:
+    for name, result in results.items():
+        if "summary" in result:
+            s = result["summary"]
+            typer.echo(f"{name}: {s['model']} accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (n={s['n']})")
+        elif "model" in result:
+            typer.echo(f"{name}: model {result['model']}")
+        else:
+            typer.echo(f"{name}: {result['out']}")

@@ -1,0 +1,309 @@
+"""`llm-teach run PIPELINE.yaml --out DIR`: chain stages, trainers and evaluations.
+
+A pipeline is a list of steps; each writes into `OUT/<step name>/` and later steps refer to
+earlier outputs by path, so every hand-over is a file a human can open::
+
+    vars: {student: "smollm2-135m?layers=12", task: "rg:chain_sum"}
+    steps:
+      - name: before
+        eval: ${vars.student}
+        data: ${vars.task}?seed=7
+        limit: 40
+      - name: ssb
+        generate: ssb
+        teacher: smollm2-135m
+        data: ${vars.task}
+        config: {rollouts: 4}
+      - name: distill
+        train: distill
+        config: {model: "${vars.student}", data: "${ssb.out}/records.jsonl", max_steps: 40}
+      - name: after
+        eval: ${distill.model}
+        data: ${vars.task}?seed=7
+        limit: 40
+
+References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
+a train step produced). Step kinds and their keys:
+
+- eval: MODEL; data, limit, split (test), benchmark, config (EvalConfig fields), backend
+  (BackendOptions fields)
+- generate: STAGE; teacher, student, data, limit, split (train), config (the stage's config),
+  teacher_backend, student_backend, decontaminate (list of files)
+- train: METHOD; config (the method's config), launch (run under `accelerate launch` with
+  {config_file, num_processes, args}: how ZeRO configs are used)
+
+Every key is checked: an unknown one is a one-line error naming the file, the step and the key.
+A step whose definition is unchanged and which completed before is skipped (`OUT/pipeline.json`
+records each finished step); an interrupted step resumes, since stages, trainers and evaluation
+all resume their own output directories.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_teach.config import build, merge, parse_overrides, read_yaml
+from llm_teach.data.jsonl import write_json_atomic
+from llm_teach.errors import UserError
+
+TOP_KEYS = {"name", "description", "vars", "steps"}
+KINDS = {
+    "eval": {"data", "limit", "split", "benchmark", "config", "backend"},
+    "generate": {"teacher", "student", "data", "limit", "split", "config", "teacher_backend", "student_backend",
+                 "decontaminate"},
+    "train": {"config", "launch"},
+}
+LAUNCH_KEYS = {"config_file", "num_processes", "args"}
+_REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.([A-Za-z0-9_\-]+)\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclass
+class Step:
+    name: str
+    kind: str  # eval, generate, train
+    target: str  # the model to evaluate, the stage, or the training method
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    name: str
+    vars: dict[str, Any]
+    steps: list[Step]
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipeline:
+    """Read and validate a pipeline file (`--set vars.x=y` overrides apply first)."""
+    path = Path(path)
+    raw = merge(read_yaml(path), parse_overrides(overrides))
+    _known(raw, TOP_KEYS, f"{path}")
+    if not isinstance(raw.get("steps"), list) or not raw["steps"]:
+        raise UserError(f"{path}: 'steps' must be a non-empty list")
+    variables = raw.get("vars") or {}
+    if not isinstance(variables, dict):
+        raise UserError(f"{path}: 'vars' must be a mapping")
+    steps, names = [], set()
+    for i, item in enumerate(raw["steps"], start=1):
+        where = f"{path}: step {i}"
+        if not isinstance(item, dict):
+            raise UserError(f"{where}: expected a mapping with 'name' and one of {', '.join(KINDS)}")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise UserError(f"{where}: 'name' must be a word (letters, digits, - and _)")
+        where = f"{path}: step '{name}'"
+        if name in names or name == "vars":
+            raise UserError(f"{where}: duplicate step name")
+        kinds = [k for k in KINDS if k in item]
+        if len(kinds) != 1:
+            raise UserError(f"{where}: needs exactly one of {', '.join(KINDS)}")
+        kind = kinds[0]
+        _known(item, {"name", kind} | KINDS[kind], where)
+        if not isinstance(item[kind], str):
+            raise UserError(f"{where}: '{kind}' must be text (the {'model' if kind == 'eval' else 'stage' if kind == 'generate' else 'method'})")
+        options = {k: v for k, v in item.items() if k not in ("name", kind)}
+        if kind == "train" and isinstance(options.get("launch"), dict):
+            _known(options["launch"], LAUNCH_KEYS, f"{where}: launch")
+        for key in ("config", "backend", "teacher_backend", "student_backend", "launch"):
+            if key in options and not isinstance(options[key], dict):
+                raise UserError(f"{where}: '{key}' must be a mapping")
+        _check_refs(item, names, variables, where)
+        steps.append(Step(name, kind, item[kind], options))
+        names.add(name)
+    return Pipeline(path, str(raw.get("name", path.stem)), variables, steps)
+
+
+def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, dict[str, Any]]:
+    """Run every step in order, skipping finished ones; returns `{step: result}` where a result
+    has `out`, and `model` (train) or `summary` (eval)."""
+    out = Path(out)
+    check_pipeline(pipeline, out)
+    state_path = out / "pipeline.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    done: dict[str, Any] = state.get("steps", {})
+    results: dict[str, dict[str, Any]] = {}
+    for step in pipeline.steps:
+        resolved = _resolve(step, pipeline.vars, results, out)
+        fingerprint = _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options})
+        previous = done.get(step.name)
+        if previous and previous.get("fingerprint") == fingerprint and previous.get("status") == "complete":
+            echo(f"[{step.name}] complete, skipped")
+            results[step.name] = previous["result"]
+            continue
+        echo(f"[{step.name}] {step.kind} {resolved.target}")
+        started = time.time()
+        result = _RUNNERS[step.kind](resolved, out / step.name)
+        result["seconds"] = round(time.time() - started, 1)
+        results[step.name] = result
+        done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
+        write_json_atomic(state_path, {"pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
+    return results
+
+
+def check_pipeline(pipeline: Pipeline, out: Path) -> None:
+    """Build every step's config before anything runs, so a typo in step 5 fails in one line
+    now rather than after an hour of step 1 (step outputs are stood in for by their paths)."""
+    from llm_teach.backends import BackendOptions
+    from llm_teach.evaluation import EvalConfig
+    from llm_teach.stages import load_stage
+    from llm_teach.trainers import make_config
+
+    placeholders = {s.name: {"out": str(out / s.name), "model": str(out / s.name / "model")} for s in pipeline.steps}
+    for step in pipeline.steps:
+        resolved = _resolve(step, pipeline.vars, placeholders, out)
+        where = f"{pipeline.path}: step '{step.name}'"
+        o = resolved.options
+        if step.kind == "eval":
+            build(EvalConfig, {"benchmark": o.get("benchmark", "gsm8k"), **o.get("config", {})}, f"{where}: config")
+            build(BackendOptions, o.get("backend", {}), f"{where}: backend")
+        elif step.kind == "generate":
+            _, config_cls = load_stage(resolved.target)
+            build(config_cls, o.get("config", {}), f"{where}: config")
+            for key in ("teacher_backend", "student_backend"):
+                build(BackendOptions, o.get(key, {}), f"{where}: {key}")
+        else:
+            make_config(resolved.target, o.get("config", {}), f"{where}: config")
+
+
+# -- step runners --------------------------------------------------------------------------------
+
+
+def _run_eval(step: Step, out: Path) -> dict[str, Any]:
+    from llm_teach.backends import BackendOptions, make_backend
+    from llm_teach.data import load_problems
+    from llm_teach.evaluation import EvalConfig, evaluate
+    from llm_teach.data.problems import grading_benchmark
+
+    o = step.options
+    where = f"step '{step.name}'"
+    if "data" not in o:
+        raise UserError(f"{where}: eval needs 'data'")
+    problems = load_problems(str(o["data"]), o.get("limit"), split=o.get("split", "test"))
+    benchmark = o.get("benchmark") or grading_benchmark(problems[0].source)
+    config = build(EvalConfig, {"benchmark": benchmark, **o.get("config", {})}, f"{where}: config")
+    backend = make_backend(step.target, build(BackendOptions, o.get("backend", {}), f"{where}: backend"))
+    summary = evaluate(backend, problems, config, out)
+    return {"out": str(out), "summary": summary}
+
+
+def _run_generate(step: Step, out: Path) -> dict[str, Any]:
+    from llm_teach.backends import BackendOptions
+    from llm_teach.stages import load_stage
+    from llm_teach.stages.models import Models
+    from llm_teach.data import load_problems
+    import dataclasses
+
+    o = step.options
+    where = f"step '{step.name}'"
+    for key in ("teacher", "data"):
+        if key not in o:
+            raise UserError(f"{where}: generate needs '{key}'")
+    function, config_cls = load_stage(step.target)
+    values = dict(o.get("config", {}))
+    if o.get("decontaminate"):
+        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise UserError(f"{where}: stage '{step.target}' generates no new problems: decontaminate does not apply")
+        values = merge(values, {"decontamination": {"paths": list(o["decontaminate"])}})
+    config = build(config_cls, values, f"{where}: config")
+    models = Models(teacher=str(o["teacher"]), student=str(o.get("student", o["teacher"])),
+                    teacher_options=build(BackendOptions, o.get("teacher_backend", {}), f"{where}: teacher_backend"),
+                    student_options=build(BackendOptions, o.get("student_backend", {}), f"{where}: student_backend"))
+    problems = load_problems(str(o["data"]), o.get("limit"), split=o.get("split", "train"))
+    manifest = function(problems, models, config, out)
+    return {"out": str(out), "counts": manifest.get("counts", {})}
+
+
+def _run_train(step: Step, out: Path) -> dict[str, Any]:
+    from llm_teach.trainers import make_config, train
+
+    values = dict(step.options.get("config", {}))
+    launch = step.options.get("launch")
+    if not launch:
+        return {"out": str(out), "model": str(train(step.target, values, out, resume=True))}
+    make_config(step.target, values, f"step '{step.name}': config")  # fail here, not in N processes
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "step-config.json"
+    write_json_atomic(config_file, values)
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if launch.get("config_file"):
+        command += ["--config_file", str(launch["config_file"])]
+    if launch.get("num_processes"):
+        command += ["--num_processes", str(launch["num_processes"])]
+    command += [str(a) for a in launch.get("args", [])]
+    command += ["-m", "llm_teach", "train", "--method", step.target, "--config", str(config_file),
+                "--out", str(out), "--resume"]
+    if subprocess.run(command).returncode != 0:
+        raise UserError(f"step '{step.name}': `{' '.join(command)}` failed; re-run to resume")
+    from llm_teach.trainers.common import final_model_dir
+
+    return {"out": str(out), "model": str(final_model_dir(out))}
+
+
+_RUNNERS = {"eval": _run_eval, "generate": _run_generate, "train": _run_train}
+
+
+# -- references and validation -------------------------------------------------------------------
+
+
+def _resolve(step: Step, variables: dict[str, Any], results: dict[str, dict[str, Any]], out: Path) -> Step:
+    def value(match: re.Match) -> str:
+        scope, key = match.groups()
+        if scope == "vars":
+            return str(variables[key])
+        if key == "out":
+            return str(out / scope)
+        return str(results[scope][key])
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, str):
+            whole = _REF.fullmatch(obj)
+            if whole and whole.group(1) == "vars":
+                return variables[whole.group(2)]  # keep the variable's type (a number stays a number)
+            return _REF.sub(value, obj)
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    return Step(step.name, step.kind, walk(step.target), walk(step.options))
+
+
+def _check_refs(obj: Any, earlier: set[str], variables: dict[str, Any], where: str) -> None:
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _check_refs(v, earlier, variables, where)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_refs(v, earlier, variables, where)
+    elif isinstance(obj, str):
+        for scope, key in _REF.findall(obj):
+            if scope == "vars":
+                if key not in variables:
+                    raise UserError(f"{where}: unknown variable '${{vars.{key}}}'")
+            elif scope not in earlier:
+                raise UserError(f"{where}: '${{{scope}.{key}}}' refers to no earlier step")
+            elif key not in ("out", "model"):
+                raise UserError(f"{where}: '${{{scope}.{key}}}': a step offers only .out and .model")
+
+
+def _known(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(allowed))}"
+            raise UserError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _hash(obj: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
