@@ -1,0 +1,440 @@
+"""ARTE, aligning the teacher with student preferences (Liu et al. 2024, arXiv:2406.19227).
+
+A teacher writes better training data for a particular student once it has learned what that
+student learns from. Four steps:
+
+1. Draft (knowledge elicitation). Brainstorm prompts each show a few seed questions; the
+   teacher samples new questions from each, then writes one rationale per question in each
+   reasoning style (`styles`, one template each under `prompts/arte/styles/`).
+2. Preference. Each (question, rationale) pair is scored by the student's one-shot in-context
+   accuracy on a small probe set: the pair is the only demonstration (a user turn and the
+   assistant's rationale) before each probe question; answers are graded with
+   `llm_teach.grading` against the probe problems' gold answers. A question's score is the mean
+   of its rationales' scores.
+3. Align. DPO pairs at two levels, written to `dpo_pairs.jsonl`:
+   - question level: within each brainstorm prompt, the top quartile of its questions by score
+     against the bottom quartile (best with worst, second best with second worst, ...), the
+     brainstorm prompt being the DPO prompt;
+   - rationale level: per question, the best rationale against the worst, with the style-free
+     rationale prompt as the DPO prompt (so the aligned teacher produces the preferred style
+     without being told).
+   A pair needs a strictly higher score for `chosen` (`allow_ties` lifts that, for plumbing
+   tests only). The teacher is then trained with `train("dpo", ...)` (LoRA by default).
+4. Generate. The aligned teacher (a backend for the new checkpoint, made by `Models` with the
+   teacher's options) brainstorms fresh questions from freshly sampled seeds and answers each
+   with the style-free rationale prompt; those become the SFT records (`sft.jsonl`).
+
+Generated questions are checked against evaluation sets (n-gram overlap) and for ROUGE-L
+near-duplicates of the input and of each other; the paper describes neither filter.
+
+Deviations from the paper, on purpose: the probe set is a seeded sample of the input problems
+(the paper picks 40 discriminative questions of a validation set with item response theory);
+quartiles are taken within each brainstorm prompt (the paper has one prompt per task, so the
+two coincide there); one round of alignment. Outputs in OUT: `drafts.jsonl`, `probe.jsonl`,
+`dpo_pairs.jsonl`, `teacher_dpo/` (the DPO run; its model directory is the aligned teacher),
+`sft.jsonl`, `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
+from llm_teach.data.jsonl import write_jsonl_atomic
+from llm_teach.data.problems import Problem, grading_benchmark
+from llm_teach.errors import UserError
+from llm_teach.grading import extract_answer, grade
+from llm_teach.prompts import render
+from llm_teach.stages.models import Models
+from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+from llm_teach.stages.stat import parse_problem
+
+STYLE_DIR = "arte/styles"
+
+
+# `train dpo` options ARTE starts from; `ARTEConfig.dpo` overrides them key by key. LoRA keeps the
+# aligned teacher a small adapter over the base weights (the paper aligns with LoRA too).
+DPO_DEFAULTS: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "learning_rate": 5e-6, "beta": 0.1,
+                                "num_train_epochs": 1.0}
+
+
+@dataclass
+class ARTEConfig:
+    """Settings of the ARTE stage (paper defaults noted where the paper gives one)."""
+
+    probe_size: int = 8  # probe problems the student is scored on (at most half the input; the rest are seeds) -- paper: 40 chosen by IRT
+    seeds_per_prompt: int = 3  # seed questions shown in each brainstorm prompt (paper: 3 examples)
+    draft_prompts: int | None = None  # brainstorm prompts of the draft step (None = enough to show every seed about once)
+    questions_per_prompt: int = 4  # questions sampled from each brainstorm prompt (quartiles are taken within a prompt)
+    styles: list[str] = field(default_factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])  # rationale styles: templates prompts/arte/styles/<name>.jinja; one draft rationale per style
+    question_temperature: float = 1.0  # sampling temperature of brainstormed questions (diversity)
+    rationale_temperature: float = 0.7  # sampling temperature of rationales
+    top_p: float = 1.0  # nucleus sampling of every sampled call
+    question_max_new_tokens: int = 256  # token budget of a brainstormed question
+    max_new_tokens: int = 512  # token budget of a rationale
+    probe_max_new_tokens: int = 384  # token budget of the student's (greedy) probe answers
+    allow_ties: bool = False  # let DPO pairs have equal scores (only for plumbing tests: a tie is no preference)
+    align: bool = True  # train the teacher with DPO; false generates the final data with the base teacher (ablation)
+    dpo: dict[str, Any] = field(default_factory=dict)  # `train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20}; model and data are set by the stage
+    final_prompts: int | None = None  # brainstorm prompts of the final generation (None = as many as the draft)
+    require_answer: bool = True  # drop final rationales without an extractable final answer
+    near_duplicate_rouge_l: float = 0.7  # drop questions at least this ROUGE-L-similar to the input or each other (Self-Instruct's 0.7)
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets new questions must not overlap (n-gram)
+    chunk_size: int = 8  # brainstorm prompts, or rationales to score, per work unit (the most a killed run redoes)
+    seed: int = 0  # base seed; the probe split, seed samples and units derive theirs from it
+    brainstorm_template: str = "arte/brainstorm.jinja"  # teacher writes a new question from seed examples
+    rationale_template: str = "arte/rationale.jinja"  # style-free rationale prompt (DPO prompt; final generation)
+    student_template: str = "eval/boxed.jinja"  # how the student is asked (probe turns) and the SFT user turn (same as eval)
+
+    def __post_init__(self) -> None:
+        if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:
+            raise ValueError("probe_size, seeds_per_prompt and questions_per_prompt must be at least 1")
+        if not self.styles:
+            raise ValueError("styles must name at least one rationale style")
+        if len(set(self.styles)) != len(self.styles):
+            raise ValueError("styles must not repeat")
+        for name in ("draft_prompts", "final_prompts"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (or null for the default)")
+        for key in ("model", "data"):
+            if key in self.dpo:
+                raise ValueError(f"dpo.{key} is set by the stage; remove it")
+
+
+@dataclass(frozen=True)
+class Brainstorm:
+    """One brainstorm prompt: its id and the seed questions it shows."""
+
+    id: str
+    examples: tuple[str, ...]
+
+
+def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str | Path) -> dict[str, Any]:
+    """Run ARTE over `problems` (seeds and probe set); align the teacher and write SFT records
+    under `out`. Returns the manifest."""
+    if len(problems) < 2:
+        raise UserError("arte needs at least 2 problems (a probe set and seed questions)")
+    if config.align and models.teacher_options.backend == "openai":
+        raise UserError("arte trains the teacher with DPO, so the teacher must be a local model (--teacher-backend "
+                        "hf or vllm), not a served one; or set align=false")
+    out = Path(out)
+    templates = [config.brainstorm_template, config.rationale_template, config.student_template,
+                 *[style_template(s) for s in config.styles]]
+    run = StageRun(out, "arte", config, models, templates=templates,
+                   inputs={"problems": len(problems), "problem_ids": _digest([p.id for p in problems])})
+    decontam, decontam_report = Decontaminator.from_config(config.decontamination)
+    probe, seeds = split_probe(problems, config.probe_size, run.seed)
+    benchmark = grading_benchmark(probe[0].source)
+    pool = [p.question for p in problems]
+    teacher = run.backend(models.teacher_backend(), "teacher")
+    student = run.backend(models.student_backend(), "student")
+
+    # 1. Draft questions and one rationale per style.
+    n_draft = config.draft_prompts or math.ceil(len(seeds) / config.seeds_per_prompt)
+    draft_prompts = brainstorms("draft", n_draft, seeds, config.seeds_per_prompt, run.seed)
+    drafted = _records(run.map("draft", draft_prompts, config.chunk_size,
+                               lambda unit: _draft(unit, teacher, decontam, pool, benchmark, config),
+                               key=lambda b: b.id), "questions")
+    drafts = run.once("draft_dedupe", lambda unit: _dedupe(drafted, config)).records["questions"]
+
+    # 2. Student preferences: one-shot in-context accuracy on the probe set.
+    baseline = run.once("baseline", lambda unit: _probe_baseline(unit, probe, student, config))
+    pairs_to_score = [(d["id"], r["style"], d["question"], r["text"]) for d in drafts for r in d["rationales"]]
+    scored = _records(run.map("preference", pairs_to_score, config.chunk_size,
+                              lambda unit: _score(unit, probe, student, config), key=lambda x: f"{x[0]}/{x[1]}"),
+                      "scores")
+    scores = {s["id"]: s["score"] for s in scored}
+    for d in drafts:
+        for r in d["rationales"]:
+            r["score"] = scores[f"{d['id']}/{r['style']}"]
+        d["score"] = sum(r["score"] for r in d["rationales"]) / len(d["rationales"])
+
+    # 3. Align the teacher with DPO on question- and rationale-level pairs.
+    prompts_by_id = {b.id: b for b in draft_prompts}
+    pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config)).records["pairs"]
+    aligned_spec, aligned = None, False
+    if config.align and pairs:
+        write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
+        result = run.once("align", lambda unit: _align(out, models.teacher, config))
+        aligned_spec, aligned = str(out / result.records["align"][0]["model"]), True
+    elif config.align:
+        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})))
+
+    # 4. Final data from the aligned teacher.
+    if aligned:
+        del teacher
+        if (models.teacher, models.teacher_options) != (models.student, models.student_options):
+            models.release(models.teacher, models.teacher_options)  # free the base teacher before loading the new one
+        writer = run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
+    else:
+        writer = teacher
+    n_final = config.final_prompts or n_draft
+    final_prompts = brainstorms("final", n_final, seeds, config.seeds_per_prompt, run.seed)
+    generated = _records(run.map("final", final_prompts, config.chunk_size,
+                                 lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
+                                 key=lambda b: b.id), "sft")
+    sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config)).records["questions"]
+
+    base_accuracy = baseline.records["baseline"][0]["accuracy"]
+    return run.finish(
+        {"drafts.jsonl": drafts, "probe.jsonl": [p.to_dict() for p in probe], "dpo_pairs.jsonl": pairs,
+         "sft.jsonl": sft},
+        decontamination=decontam_report,
+        summary={"problems": len(problems), "probe": len(probe), "seeds": len(seeds), "draft_questions": len(drafts),
+                 "draft_rationales": len(pairs_to_score), "dpo_pairs": len(pairs),
+                 "question_pairs": sum(p["level"] == "question" for p in pairs),
+                 "rationale_pairs": sum(p["level"] == "rationale" for p in pairs),
+                 "probe_zero_shot_accuracy": base_accuracy,
+                 "probe_one_shot_accuracy_mean": (sum(scores.values()) / len(scores)) if scores else None,
+                 "aligned": aligned,
+                 "aligned_teacher": str(Path(aligned_spec).relative_to(out)) if aligned_spec else None,
+                 "sft_records": len(sft)})
+
+
+def style_template(style: str) -> str:
+    return f"{STYLE_DIR}/{style}.jinja"
+
+
+def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(probe set, seed pool): a seeded sample of at most `probe_size` problems and at most half
+    the input for probing; the rest are the seed questions. Both keep input order."""
+    n = min(probe_size, max(1, len(problems) // 2))
+    chosen = set(random.Random(derive_seed(seed, "probe")).sample(range(len(problems)), n))
+    return ([p for i, p in enumerate(problems) if i in chosen], [p for i, p in enumerate(problems) if i not in chosen])
+
+
+def brainstorms(phase: str, count: int, seeds: list[Problem], k: int, seed: int) -> list[Brainstorm]:
+    """`count` brainstorm prompts, each showing `k` seed questions sampled for it (seeded by
+    phase and index, so the final phase sees fresh combinations)."""
+    out = []
+    for i in range(count):
+        rng = random.Random(derive_seed(seed, f"{phase}-prompt/{i}"))
+        chosen = sorted(rng.sample(range(len(seeds)), min(k, len(seeds))))
+        out.append(Brainstorm(f"{phase}{i:04d}", tuple(seeds[j].question for j in chosen)))
+    return out
+
+
+# -- 1. draft -----------------------------------------------------------------------------------
+
+
+def brainstorm_prompt(b: Brainstorm, config: ARTEConfig) -> list[dict[str, str]]:
+    return [{"role": "user", "content": render(config.brainstorm_template, examples=list(b.examples))}]
+
+
+def rationale_prompt(question: str, config: ARTEConfig, style: str | None = None) -> list[dict[str, str]]:
+    name = style_template(style) if style else config.rationale_template
+    return [{"role": "user", "content": render(name, question=question)}]
+
+
+def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[str], config: ARTEConfig,
+               counts: Counter, phase: str) -> list[tuple[Brainstorm, str, str]]:
+    """Sample `questions_per_prompt` questions from each brainstorm prompt of the unit and keep
+    the usable ones: `[(prompt, question id, question)]`."""
+    prompts: tuple[Brainstorm, ...] = unit.items
+    outs = teacher.generate([brainstorm_prompt(b, config) for b in prompts], config.questions_per_prompt,
+                            SamplingConfig(temperature=config.question_temperature, top_p=config.top_p,
+                                           max_new_tokens=config.question_max_new_tokens, seed=unit.seed))
+    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    kept = []
+    for b, gens in zip(prompts, outs):
+        for j, gen in enumerate(gens):
+            counts[f"{phase}/questions_written"] += 1
+            question = parse_problem(gen.completion)
+            if question is None:
+                counts["rejected/empty_question"] += 1
+                continue
+            overlap = decontam.match(question)
+            if overlap is not None:
+                counts["rejected/contaminated"] += 1
+                counts[f"decontamination/dropped/{overlap}"] += 1
+                continue
+            if seen.find(question) is not None:
+                counts["rejected/near_duplicate"] += 1
+                continue
+            seen.add(question)
+            kept.append((b, f"{b.id}-q{j}", question))
+    return kept
+
+
+def _draft(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[str], benchmark: str,
+           config: ARTEConfig) -> Work:
+    counts: Counter = Counter()
+    questions = _questions(unit, teacher, decontam, pool, config, counts, "draft")
+    prompts = [rationale_prompt(q, config, style) for _, _, q in questions for style in config.styles]
+    outs = teacher.generate(prompts, 1, SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
+                                                       max_new_tokens=config.max_new_tokens,
+                                                       seed=derive_seed(unit.seed, "rationales"))) if prompts else []
+    records = []
+    for i, (b, qid, question) in enumerate(questions):
+        rows = outs[i * len(config.styles):(i + 1) * len(config.styles)]
+        rationales = [{"style": style, "text": row[0].completion, "answer": extract_answer(row[0].completion, benchmark)[0],
+                       "finish_reason": row[0].finish_reason} for style, row in zip(config.styles, rows)]
+        counts["draft/rationales_written"] += len(rationales)
+        counts["draft/rationales_without_answer"] += sum(r["answer"] is None for r in rationales)
+        records.append({"id": qid, "prompt_id": b.id, "question": question, "rationales": rationales})
+    counts["draft/questions_kept"] += len(records)
+    return Work(records={"questions": records}, counts=counts)
+
+
+def _dedupe(records: list[dict[str, Any]], config: ARTEConfig) -> Work:
+    """Units dropped near-duplicates of the input; two units can still write near-identical
+    questions: the first (in prompt order) is kept."""
+    seen, kept, counts = NearDuplicates(config.near_duplicate_rouge_l), [], Counter()
+    for record in records:
+        if seen.find(record["question"]) is not None:
+            counts["rejected/near_duplicate"] += 1
+            continue
+        seen.add(record["question"])
+        kept.append(record)
+    return Work(records={"questions": kept}, counts=counts)
+
+
+# -- 2. preference ------------------------------------------------------------------------------
+
+
+def one_shot_prompt(question: str, rationale: str, probe: Problem, config: ARTEConfig) -> list[dict[str, str]]:
+    """The (question, rationale) pair as the only demonstration before a probe question: the
+    student sees the rationale as its own earlier answer, in the format it is evaluated in."""
+    return [{"role": "user", "content": render(config.student_template, question=question)},
+            {"role": "assistant", "content": rationale},
+            {"role": "user", "content": render(config.student_template, question=probe.question)}]
+
+
+def _probe_sampling(config: ARTEConfig, seed: int) -> SamplingConfig:
+    return SamplingConfig(temperature=0.0, max_new_tokens=config.probe_max_new_tokens, seed=seed)
+
+
+def _score(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
+    items: tuple[tuple[str, str, str, str], ...] = unit.items
+    prompts = [one_shot_prompt(q, r, p, config) for _, _, q, r in items for p in probe]
+    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
+    records, counts = [], Counter()
+    for i, (qid, style, _, _) in enumerate(items):
+        rows = outs[i * len(probe):(i + 1) * len(probe)]
+        correct = [grade(row[0].completion, p.answer, grading_benchmark(p.source), p.meta).correct
+                   for p, row in zip(probe, rows)]
+        counts["probe/answers"] += len(correct)
+        counts["probe/correct"] += sum(correct)
+        records.append({"id": f"{qid}/{style}", "score": sum(correct) / len(correct), "correct": correct})
+    return Work(records={"scores": records}, counts=counts)
+
+
+def _probe_baseline(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
+    """Zero-shot accuracy on the probe set, the reference point for the one-shot scores."""
+    prompts = [[{"role": "user", "content": render(config.student_template, question=p.question)}] for p in probe]
+    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
+    correct = [grade(row[0].completion, p.answer, grading_benchmark(p.source), p.meta).correct
+               for p, row in zip(probe, outs)]
+    return Work(records={"baseline": [{"id": "baseline", "accuracy": sum(correct) / len(correct),
+                                       "correct": correct}]})
+
+
+# -- 3. align -----------------------------------------------------------------------------------
+
+
+def question_pairs(scored: list[tuple[str, float]], allow_ties: bool) -> list[tuple[int, int]]:
+    """Index pairs (chosen, rejected) over one prompt's questions `[(text, score)]`: the top
+    quartile (at least one) against the bottom quartile, best with worst, second best with
+    second worst, ...; a pair needs a strictly higher chosen score unless `allow_ties`.
+    Ties in ranking go to the earlier question."""
+    if len(scored) < 2:
+        return []
+    ranked = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
+    q = max(1, len(scored) // 4)
+    top, bottom = ranked[:q], ranked[::-1][:q]
+    return [(c, r) for c, r in zip(top, bottom) if scored[c][1] > scored[r][1] or allow_ties]
+
+
+def rationale_pair(scores: list[float], allow_ties: bool) -> tuple[int, int] | None:
+    """(best, worst) rationale indices of one question, or None when they are not ordered
+    (first best and last worst win ties)."""
+    if len(scores) < 2:
+        return None
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    worst = min(range(len(scores)), key=lambda i: (scores[i], -i))
+    if scores[best] > scores[worst] or allow_ties:
+        return best, worst
+    return None
+
+
+def _pairs(drafts: list[dict[str, Any]], prompts: dict[str, Brainstorm], config: ARTEConfig) -> Work:
+    counts, pairs = Counter(), []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in drafts:
+        groups.setdefault(d["prompt_id"], []).append(d)
+    for prompt_id, group in groups.items():
+        chosen_rejected = question_pairs([(d["question"], d["score"]) for d in group], config.allow_ties)
+        if len(group) >= 2 and not chosen_rejected:
+            counts["pairs/question_tied"] += 1
+        for c, r in chosen_rejected:
+            pairs.append({"id": f"q:{group[c]['id']}>{group[r]['id']}", "level": "question",
+                          "prompt": brainstorm_prompt(prompts[prompt_id], config),
+                          "chosen": group[c]["question"], "rejected": group[r]["question"],
+                          "chosen_score": group[c]["score"], "rejected_score": group[r]["score"]})
+    for d in drafts:
+        pick = rationale_pair([r["score"] for r in d["rationales"]], config.allow_ties)
+        if pick is None:
+            counts["pairs/rationale_tied"] += int(len(d["rationales"]) >= 2)
+            continue
+        best, worst = (d["rationales"][i] for i in pick)
+        pairs.append({"id": f"r:{d['id']}:{best['style']}>{worst['style']}", "level": "rationale",
+                      "prompt": rationale_prompt(d["question"], config),
+                      "chosen": best["text"], "rejected": worst["text"],
+                      "chosen_score": best["score"], "rejected_score": worst["score"]})
+    counts["pairs/question"] += sum(p["level"] == "question" for p in pairs)
+    counts["pairs/rationale"] += sum(p["level"] == "rationale" for p in pairs)
+    return Work(records={"pairs": pairs}, counts=counts)
+
+
+def _align(out: Path, teacher_spec: str, config: ARTEConfig) -> Work:
+    """DPO on the pairs, from the base teacher. `resume=True` continues a run killed after a
+    checkpoint (and is a fresh start without one); a finished run is returned as is."""
+    from llm_teach.trainers import train
+
+    values = {**DPO_DEFAULTS, **config.dpo, "model": teacher_spec, "data": str(out / "dpo_pairs.jsonl")}
+    values.setdefault("seed", config.seed)
+    model_dir = train("dpo", values, out / "teacher_dpo", resume=True)
+    return Work(records={"align": [{"id": "align", "model": str(Path(model_dir).relative_to(out))}]},
+                counts=Counter({"align/trained": 1}))
+
+
+# -- 4. final generation ------------------------------------------------------------------------
+
+
+def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: list[str], benchmark: str,
+           config: ARTEConfig) -> Work:
+    counts: Counter = Counter()
+    questions = _questions(unit, writer, decontam, pool, config, counts, "final")
+    outs = writer.generate([rationale_prompt(q, config) for _, _, q in questions], 1,
+                           SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
+                                          max_new_tokens=config.max_new_tokens,
+                                          seed=derive_seed(unit.seed, "rationales"))) if questions else []
+    records = []
+    for (b, qid, question), row in zip(questions, outs):
+        rationale = row[0].completion
+        answer = extract_answer(rationale, benchmark)[0]
+        if answer is None and config.require_answer:
+            counts["rejected/no_answer"] += 1
+            continue
+        records.append({"id": qid, "messages": [
+            {"role": "user", "content": render(config.student_template, question=question)},
+            {"role": "assistant", "content": rationale}], "question": question, "answer": answer,
+            "prompt_id": b.id, "origin": "arte"})
+    counts["final/kept"] += len(records)
+    return Work(records={"sft": records}, counts=counts)
+
+
+def _records(works: list[Work], name: str) -> list[dict[str, Any]]:
+    return [r for w in works for r in w.records.get(name, [])]
+
+
+def _digest(items: list[str]) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
