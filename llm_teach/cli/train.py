@@ -8,6 +8,7 @@ its default and help. Works unchanged under `accelerate launch ... -m llm_teach 
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -59,7 +60,8 @@ def train_(
         raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl and distill, not {method}")
     cfg = load(cls, config, set_, defaults=given)
     path = train(method, cfg.to_dict(), out, resume=resume)
-    typer.echo(str(path))
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process of a launch
+        typer.echo(str(path))
 
 
 def _show(cls) -> None:

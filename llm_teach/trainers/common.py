@@ -132,6 +132,7 @@ def trl_kwargs(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient each step
         deepspeed=cfg.deepspeed,
         disable_tqdm=True,
     )
