@@ -44,8 +44,6 @@ import difflib
 import hashlib
 import json
 import re
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +60,6 @@ KINDS = {
                  "decontaminate"},
     "train": {"config", "launch"},
 }
-LAUNCH_KEYS = {"config_file", "num_processes", "args"}
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.([A-Za-z0-9_\-]+)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -113,6 +110,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
             raise UserError(f"{where}: '{kind}' must be text (the {'model' if kind == 'eval' else 'stage' if kind == 'generate' else 'method'})")
         options = {k: v for k, v in item.items() if k not in ("name", kind)}
         if kind == "train" and isinstance(options.get("launch"), dict):
+            from llm_teach.launch import LAUNCH_KEYS
+
             _known(options["launch"], LAUNCH_KEYS, f"{where}: launch")
         for key in ("config", "backend", "teacher_backend", "student_backend", "launch"):
             if key in options and not isinstance(options[key], dict):
@@ -224,29 +223,10 @@ def _run_generate(step: Step, out: Path) -> dict[str, Any]:
 
 
 def _run_train(step: Step, out: Path) -> dict[str, Any]:
-    from llm_teach.trainers import make_config, train
+    from llm_teach.launch import train_model
 
-    values = dict(step.options.get("config", {}))
-    launch = step.options.get("launch")
-    if not launch:
-        return {"out": str(out), "model": str(train(step.target, values, out, resume=True))}
-    make_config(step.target, values, f"step '{step.name}': config")  # fail here, not in N processes
-    out.mkdir(parents=True, exist_ok=True)
-    config_file = out / "step-config.json"
-    write_json_atomic(config_file, values)
-    command = [sys.executable, "-m", "accelerate.commands.launch"]
-    if launch.get("config_file"):
-        command += ["--config_file", str(launch["config_file"])]
-    if launch.get("num_processes"):
-        command += ["--num_processes", str(launch["num_processes"])]
-    command += [str(a) for a in launch.get("args", [])]
-    command += ["-m", "llm_teach", "train", "--method", step.target, "--config", str(config_file),
-                "--out", str(out), "--resume"]
-    if subprocess.run(command).returncode != 0:
-        raise UserError(f"step '{step.name}': `{' '.join(command)}` failed; re-run to resume")
-    from llm_teach.trainers.common import final_model_dir
-
-    return {"out": str(out), "model": str(final_model_dir(out))}
+    model = train_model(step.target, dict(step.options.get("config", {})), out, step.options.get("launch"))
+    return {"out": str(out), "model": str(model)}
 
 
 _RUNNERS = {"eval": _run_eval, "generate": _run_generate, "train": _run_train}

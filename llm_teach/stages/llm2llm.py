@@ -51,6 +51,7 @@ class LLM2LLMConfig:
     new_per_wrong: int = 1  # new problems the teacher writes per wrong seed per round (reference: 1)
     train_from: Literal["base", "previous"] = "base"  # each round trains the base student (paper) or continues
     train: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 3})  # `train sft` options (model/data set here)
+    train_launch: dict[str, Any] = field(default_factory=dict)  # run each round's training under `accelerate launch` with {config_file, num_processes, args} (multi-GPU/ZeRO); empty = in-process
     eval_template: str = "eval/boxed.jinja"  # prompt the student is evaluated with (and trained on)
     eval_max_new_tokens: int = 256  # token budget of the student's answers on the seeds
     augment_template: str = "llm2llm/augment.jinja"  # teacher prompt writing a new problem
@@ -147,10 +148,10 @@ def parse_generated(text: str) -> tuple[str, str] | None:
 
 
 def _train(base: str, out: Path, r: int, config: LLM2LLMConfig) -> Work:
-    from llm_teach.trainers import train
+    from llm_teach.launch import train_model
 
     values = {**config.train, "model": base, "data": str(out / "data" / f"round{r}.jsonl")}
-    path = train("sft", values, out / f"round{r}" / "train", resume=True)  # continue a killed round
+    path = train_model("sft", values, out / f"round{r}" / "train", config.train_launch)  # resumes a killed round
     return Work(records={"model": [{"path": str(path)}]})
 
 
