@@ -13,6 +13,7 @@ vLLM starts worker processes: a script that builds this backend needs an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -36,6 +37,9 @@ class VLLMConfig:
     seed: int = 0  # engine seed; each request is also seeded from SamplingConfig.seed
     max_model_len: int | None = None  # None = the model's own context length
     enforce_eager: bool | None = None  # None = eager on CPU (graph capture/compile takes minutes there)
+    # CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE wins when set). Unset, vLLM-CPU reserves
+    # gpu_memory_utilization x all RAM and refuses to start on a machine others are using.
+    cpu_kv_cache_gib: int = 2
 
 
 class VLLMBackend:
@@ -50,11 +54,12 @@ class VLLMBackend:
         if self.config.dtype not in _DTYPES:
             raise UserError(f"unknown dtype '{self.config.dtype}' ({', '.join(_DTYPES)})")
         path = prepare(model)
-        eager = self.config.enforce_eager
-        if eager is None:
-            import torch
+        import torch
 
-            eager = not torch.cuda.is_available()
+        on_cpu = not torch.cuda.is_available()
+        eager = on_cpu if self.config.enforce_eager is None else self.config.enforce_eager
+        if on_cpu:  # read by the engine processes vLLM starts next
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kv_cache_gib))
         self.tokenizer = load_tokenizer(model)
         self.llm = vllm.LLM(model=path, tokenizer=path, dtype=_DTYPES[self.config.dtype],
                             tensor_parallel_size=self.config.tensor_parallel_size,

@@ -189,6 +189,13 @@ def _stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+    deadline = time.time() + 10  # SIGKILL is asynchronous: return once the group is really gone
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
 
 
 def _die_with_parent() -> None:
