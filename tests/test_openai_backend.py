@@ -141,6 +141,8 @@ def test_score_needs_a_tokenizer_spec():
 def test_base_url_and_api_key_env(monkeypatch):
     assert OpenAIBackend("m", OpenAIConfig(base_url="http://h:1")).base_url == "http://h:1/v1"
     assert OpenAIBackend("m", OpenAIConfig(base_url="http://h:1/v1/")).base_url == "http://h:1/v1"
+    masked = OpenAIBackend("m", OpenAIConfig(base_url="https://u:hunter2@h:1/v1"))
+    assert "hunter2" not in masked.base_url + repr(masked) + str(masked.stats)
     with pytest.raises(UserError, match="not an http"):
         OpenAIBackend("m", OpenAIConfig(base_url="h:1"))
     monkeypatch.delenv("LLM_TEACH_TEST_UNSET", raising=False)

@@ -76,7 +76,8 @@ class OpenAIBackend:
             raise UserError("--max-retries cannot be negative")
         self.model = model
         self.config = config
-        self.base_url = normalize_base_url(config.base_url)
+        self._url = normalize_base_url(config.base_url)  # what requests go to
+        self.base_url = _without_password(self._url)  # what messages, stats and reprs show
         self._api_key = _read_api_key(config.api_key_env)
         self._tokenizer = None
         # What we learn about the server, once per backend instance.
@@ -255,7 +256,7 @@ class OpenAIBackend:
 
     async def _post(self, session: "_Session", path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST with retries. Returns the JSON body of a 200, or raises a one-line UserError."""
-        cfg, url = self.config, self.base_url + path
+        cfg, url = self.config, self._url + path
         last = ""
         for attempt in range(cfg.max_retries + 1):
             wait: float | None = None
@@ -367,6 +368,14 @@ def normalize_base_url(url: str) -> str:
         raise UserError(f"--base-url '{url}' is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
     url = url.rstrip("/")
     return url if parts.path.strip("/") else url + "/v1"
+
+
+def _without_password(url: str) -> str:
+    """The URL with any `user:password@` credentials masked, fit for messages and manifests."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")).geturl()
 
 
 def _read_api_key(env_name: str | None) -> str | None:

@@ -102,10 +102,10 @@ def build_command(spec: str, model_dir: str, *, engine: str, host: str, port: in
     if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
         raise UserError("no server engine found: install vLLM (`make vllm-env`) or transformers' server "
                         "(`pip install 'llm-teach[serve]'`)")
-    if tensor_parallel_size > 1 or max_model_len:
-        raise UserError("--tensor-parallel-size and --max-model-len need the vllm engine")
+    if tensor_parallel_size > 1 or max_model_len or extra:
+        raise UserError("--tensor-parallel-size, --max-model-len and arguments after `--` need the vllm engine")
     argv = [sys.executable, "-c", "import sys; from llm_teach.cli.serve import transformers_child; "
-            "transformers_child(sys.argv[1:])", model_dir, host, str(port), dtype, *extra]
+            "transformers_child(sys.argv[1:])", model_dir, host, str(port), dtype]
     return ServerCommand("transformers", "this environment", argv, model_dir)
 
 
@@ -223,8 +223,8 @@ def _say(line: str) -> None:
 def transformers_child(argv: list[str]) -> None:
     """Run `transformers serve` for one local model directory (the child process of `serve`).
 
-    argv: MODEL_DIR HOST PORT DTYPE [extra `transformers serve` options ignored]."""
-    model_dir, host, port, dtype = argv[:4]
+    argv: MODEL_DIR HOST PORT DTYPE."""
+    model_dir, host, port, dtype = argv
     import torch
     from transformers.cli.serve import Serve
 
