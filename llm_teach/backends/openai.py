@@ -67,6 +67,13 @@ class ServerRejected(UserError):
 
 
 class OpenAIBackend:
+    """Generate (and, on vLLM servers, score) through an OpenAI-compatible HTTP server.
+
+    `stats` is what evaluation writes into manifest.json as `backend_stats`: `requests` (HTTP
+    attempts, retries included), `retries` by cause (http_429, http_5xx, timeout, connection,
+    bad_response), `fan_out_requests`, `server_ignores_n`, and the servers' `usage` token counts.
+    """
+
     name = "openai"
 
     def __init__(self, model: str, config: OpenAIConfig):
