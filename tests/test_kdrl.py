@@ -61,6 +61,10 @@ def test_kdrl_cli_logs_kd_each_step_and_linear_schedule(tmp_path, problems):
     assert len({r["kd_loss"] for r in rows}) == 3  # a different teacher: the term moves
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["models"]["teacher"] == "tiny-random?seed=1" and manifest["config"]["kd_estimator"] == "k2"
+    from llm_teach.models import load_model
+
+    trained, initial = load_model(str(out / "model"), device="cpu"), load_model("tiny-random", device="cpu")
+    assert any(not a.equal(b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
 
 
 def test_teacher_equal_to_student_gives_zero_kd(tmp_path, problems):
@@ -147,9 +151,18 @@ def test_mismatched_tokenizer_is_refused(tmp_path, tiny_model_dir, problems):
     assert not (tmp_path / "out").exists()
 
 
-def test_kdrl_needs_a_teacher(tmp_path, problems):
-    res = run_cli("train", "--method", "kdrl", "--model", "tiny-random", "--data", problems, "--out", tmp_path / "o")
-    assert res.returncode == 2 and "teacher" in res.stderr and "Traceback" not in res.stderr
+@pytest.mark.parametrize("values, message", [
+    ({}, "needs a teacher"),
+    ({"teacher": "tiny-random", "kd_estimator": "k4"}, "kd_estimator"),
+    ({"teacher": "tiny-random", "kd_mask": "wrong"}, "kd_mask"),
+    ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
+])
+def test_kdrl_config_is_validated(values, message):
+    from llm_teach.errors import UserError
+    from llm_teach.trainers import make_config
+
+    with pytest.raises(UserError, match=message):
+        make_config("kdrl", {"model": "tiny-random", "data": "rg:chain_sum", **values})
 
 
 @pytest.mark.slow

@@ -5,8 +5,19 @@ One entry point for the CLI and the stages::
     from llm_teach.trainers import train
     model_dir = train("sft", {"model": "tiny-random", "data": "records.jsonl", "max_steps": 10}, "runs/sft")
 
-`values` are the method config's fields (the same keys as a YAML config or `--set key=value`);
-the returned directory is a model spec `llm_teach.models.load_model` accepts.
+`values` are the method config's fields (the same keys as a YAML config or `--set key=value`;
+`llm-teach train --method M --show-options` lists them); the returned directory is a model spec
+`llm_teach.models.load_model` accepts: OUT/model (full or merged weights) or OUT/adapter.
+
+| method  | data                                                     | built on                          |
+|---------|----------------------------------------------------------|-----------------------------------|
+| sft     | `{messages}`, `{prompt, completion}` or Problems          | trl.SFTTrainer, completion-only   |
+| dpo     | `{prompt, chosen, rejected}`                             | trl.DPOTrainer                    |
+| grpo    | Problems (reward: `llm_teach.grading` correctness)        | trl.GRPOTrainer                   |
+| kdrl    | Problems + a teacher                                     | trl.GRPOTrainer subclass (kdrl.py)|
+| distill | `{prompt, teacher_prompt, completion, logits_ref}`       | transformers.Trainer subclass     |
+
+Every run writes OUT/metrics.jsonl, OUT/manifest.json and OUT/checkpoints/ (see common.py).
 """
 
 from __future__ import annotations

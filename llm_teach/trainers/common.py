@@ -63,7 +63,7 @@ class TrainConfig:
     seed: int = option("Seed of weights init (LoRA), data order and sampling.", 0)
     dtype: str = option("Weights dtype when loading: float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU).",
                        "float32")
-    bf16: bool = option("bf16 autocast (mixed precision). Off by default: fp32 is the safe choice on CPU.", False)
+    bf16: bool | None = option("bf16 autocast (mixed precision); default: on with a GPU, off on CPU (fp32).")
     gradient_checkpointing: bool = option("Recompute activations in the backward to save memory (~20-30% slower).",
                                          False)
     lora_r: int = option("LoRA rank; 0 = full fine-tune.", 0)
@@ -72,6 +72,8 @@ class TrainConfig:
     lora_targets: list[str] = option("Modules LoRA adapts: 'all-linear' or names like q_proj,v_proj.",
                                     factory=lambda: ["all-linear"])
     merge: bool = option("With LoRA: also write merged full weights to OUT/model.", False)
+    qlora: bool = option("QLoRA: load the frozen base in 4-bit NF4 under the LoRA adapter (bitsandbytes, CUDA "
+                         "only).", False)
     logging_steps: int = option("Optimizer steps between metrics.jsonl lines.", 1)
     save_steps: int = option("Optimizer steps between checkpoints (one is always written at the end).", 500)
     save_total_limit: int | None = option("Keep at most this many checkpoints (None = all).", 2)
@@ -85,8 +87,8 @@ class TrainConfig:
             raise ValueError("'data' is required (a records file or Problem source)")
         if self.lora_r < 0:
             raise ValueError("'lora_r' must be >= 0")
-        if self.merge and self.lora_r == 0:
-            raise ValueError("'merge' only applies with LoRA (lora_r > 0)")
+        if (self.merge or self.qlora) and self.lora_r == 0:
+            raise ValueError("'merge' and 'qlora' only apply with LoRA (lora_r > 0)")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("'max_steps' must be a positive number of steps, or -1 for epochs")
 
@@ -121,7 +123,7 @@ def trl_kwargs(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=cfg.bf16,
+        bf16=torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16,
         fp16=False,
         activation_checkpointing=cfg.gradient_checkpointing,  # the new name of gradient_checkpointing
         logging_steps=cfg.logging_steps,
@@ -171,7 +173,7 @@ def lora_config(cfg: TrainConfig):
                       task_type="CAUSAL_LM")
 
 
-def load_model(spec: str, dtype: str):
+def load_model(spec: str, dtype: str, **kwargs):
     """Load a causal LM for training. Call it AFTER the TRL config exists: under DeepSpeed
     ZeRO-3, `from_pretrained` must see that config to partition the weights while loading."""
     from trl.trainer.utils import create_model_from_path
@@ -179,13 +181,26 @@ def load_model(spec: str, dtype: str):
     from llm_teach.models import prepare
 
     try:
-        return create_model_from_path(prepare(spec), dtype=_dtype_name(dtype))
+        return create_model_from_path(prepare(spec), dtype=_dtype_name(dtype), **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load model '{spec}': {str(exc).strip().splitlines()[0]}") from None
 
 
 def load_student(cfg: TrainConfig):
-    return load_model(cfg.model, cfg.dtype)
+    if not cfg.qlora:
+        return load_model(cfg.model, cfg.dtype)
+    # QLoRA (written for GPUs, not run on this project's CPU test machine): 4-bit NF4 base on
+    # this rank's GPU; TRL sees `is_loaded_in_4bit` and prepares it for the LoRA adapter.
+    import torch
+    from accelerate import PartialState
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        raise UserError("qlora needs a CUDA GPU (bitsandbytes 4-bit weights)")
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    return load_model(cfg.model, "bfloat16", quantization_config=quant,
+                      device_map={"": PartialState().local_process_index})
 
 
 def load_teacher(spec: str, dtype: str):

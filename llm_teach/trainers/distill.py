@@ -334,8 +334,10 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
                               student_renorm=cfg.student_renorm)
     model = student
     if cfg.lora_r:
-        from peft import get_peft_model
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
+        if cfg.qlora:
+            student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = get_peft_model(student, lora_config(cfg))
     return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                           data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
