@@ -42,6 +42,9 @@ def _register(stage: str, help_text: str) -> None:
         teacher_dtype: Annotated[str, typer.Option("--teacher-dtype")] = "auto",
         teacher_batch_size: Annotated[int, typer.Option("--teacher-batch-size")] = 16,
         teacher_tensor_parallel_size: Annotated[int, typer.Option("--teacher-tensor-parallel-size")] = 1,
+        teacher_timeout: Annotated[float, typer.Option("--teacher-timeout", help="openai: seconds per request.")] = 600.0,
+        teacher_max_retries: Annotated[int, typer.Option("--teacher-max-retries")] = 6,
+        teacher_tokenizer: Annotated[Optional[str], typer.Option("--teacher-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
         student_backend: Annotated[str, typer.Option("--student-backend", help="hf, openai or vllm.")] = "hf",
         student_base_url: Annotated[Optional[str], typer.Option("--student-base-url")] = None,
         student_api_key_env: Annotated[Optional[str], typer.Option("--student-api-key-env")] = None,
@@ -49,6 +52,9 @@ def _register(stage: str, help_text: str) -> None:
         student_dtype: Annotated[str, typer.Option("--student-dtype")] = "auto",
         student_batch_size: Annotated[int, typer.Option("--student-batch-size")] = 16,
         student_tensor_parallel_size: Annotated[int, typer.Option("--student-tensor-parallel-size")] = 1,
+        student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
+        student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
+        student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
     ) -> None:
         from llm_teach.stages.models import Models
 
@@ -57,10 +63,12 @@ def _register(stage: str, help_text: str) -> None:
             student=student or teacher,
             teacher_options=opt.backend_options(teacher_backend, teacher_base_url, teacher_api_key_env,
                                                 teacher_max_concurrency, teacher_dtype, teacher_batch_size,
-                                                teacher_tensor_parallel_size),
+                                                teacher_tensor_parallel_size, teacher_timeout, teacher_max_retries,
+                                                teacher_tokenizer),
             student_options=opt.backend_options(student_backend, student_base_url, student_api_key_env,
                                                 student_max_concurrency, student_dtype, student_batch_size,
-                                                student_tensor_parallel_size),
+                                                student_tensor_parallel_size, student_timeout, student_max_retries,
+                                                student_tokenizer),
         )
         manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
                              out=out, config_file=config, overrides=set_, decontaminate=decontaminate)

@@ -38,7 +38,7 @@ from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
 
 _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
 
@@ -86,7 +86,7 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
     out = Path(out)
     run = StageRun(out, "llm2llm", config, models,
                    templates=[config.eval_template, config.augment_template, config.solve_template],
-                   inputs={"seeds": len(problems), "seed_ids": [p.id for p in problems][:1000]})
+                   inputs={"seeds": len(problems), "seed_ids": ids_digest([p.id for p in problems])})
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     data = [asdict(p) for p in problems]  # the growing data set, as Problem dicts
     rounds, model = [], None

@@ -201,6 +201,11 @@ def derive_seed(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """A short hash of the input ids for the manifest (which problems, without listing them)."""
+    return "sha256:" + hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()[:16]
+
+
 def _item_key(item: Any) -> str:
     if hasattr(item, "id"):
         return str(item.id)

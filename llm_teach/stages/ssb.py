@@ -36,7 +36,7 @@ from llm_teach.errors import UserError
 from llm_teach.grading import answer_key, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
 from llm_teach.trainers.logit_store import TopKLogitWriter
 
 PAD_LOGPROB = -1e4  # fills top-k rows a server returned short (finite: float16-safe, exp() == 0)
@@ -73,7 +73,7 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
     Returns the manifest."""
     out = Path(out)
     run = StageRun(out, "ssb", config, models, templates=[config.solve_template, config.explain_template],
-                   inputs={"problems": len(problems), "problem_ids": _digest([p.id for p in problems])})
+                   inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])})
     teacher = run.backend(models.teacher_backend(), "teacher")
     roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend(), "student")
     store = LogitSink(out / "logits", config, teacher.model)
@@ -223,8 +223,3 @@ class LogitSink:
     def close(self) -> None:
         self.writer.close()
 
-
-def _digest(items: list[str]) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
