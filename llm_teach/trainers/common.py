@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +94,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def configoption(cls: type) -> dict[str, str]:
-    """Field name -> help text, for `llm-teach train --help-config`."""
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 def trl_kwargs(cfg: TrainConfig, out: Path) -> dict[str, Any]:
