@@ -42,11 +42,11 @@ def _kill_repeatedly(command: list[str], out: Path, step: str, total_units: int,
     for _ in range(KILLS):
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        target = min(total_units - 1, _units_done(out, step) + rng.randint(0, 2))
+        target = min(total_units - 3, _units_done(out, step) + rng.randint(0, 2))  # leave work to kill
         deadline = time.time() + 300
         while _units_done(out, step) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.6))
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait()

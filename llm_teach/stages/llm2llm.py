@@ -95,8 +95,8 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
         base = model if (config.train_from == "previous" and model) else models.student
         model = run.once(f"round{r}/train", lambda unit: _train(base, out, r, config)).records["model"][0]["path"]
         evaluated = run.once(f"round{r}/eval", lambda unit: _evaluate(run, models, model, problems, benchmark, out, r, config))
-        wrong_ids = [w["id"] for w in evaluated.records["wrong"]]
-        wrong = [(p, next(w for w in evaluated.records["wrong"] if w["id"] == p.id)) for p in problems if p.id in wrong_ids]
+        answers = {w["id"]: w for w in evaluated.records["wrong"]}
+        wrong = [(p, answers[p.id]) for p in problems if p.id in answers]  # seeds only, in seed order
         teacher = run.backend(models.teacher_backend(), "teacher")
         pool = [d["question"] for d in data]
         works = run.map(f"round{r}/augment", wrong, config.chunk_size,
