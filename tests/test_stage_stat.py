@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 
 import pytest
@@ -63,6 +62,7 @@ def test_dedupe_and_match_skills():
      "A shop sells 3 pens for $2. How much do 12 pens cost?"),
     ("**New problem 2:** What is 7 times 8?\n\nSolution: 56", "What is 7 times 8?"),
     ("How many legs do 4 cats have?\n**Answer**: 16", "How many legs do 4 cats have?"),
+    ("Example 3:\nA jar has 5 red and 7 blue marbles. How many marbles?", "A jar has 5 red and 7 blue marbles. How many marbles?"),
     ("Problem:", None),
     ("", None),
 ])
@@ -316,16 +316,165 @@ def test_cli_on_tiny_random_writes_every_output_and_rerun_is_a_no_op(tmp_path):
 
 @pytest.mark.slow
 def test_stat_on_smollm2(tmp_path, smollm2_dir):
+    """A real model through every step; with a given skill list, so labels and judgements are
+    matched against names a 135M model can copy (it rarely writes a usable list itself)."""
     out = tmp_path / "stat"
+    skills = tmp_path / "skills.txt"
+    skills.write_text("addition\nsubtraction\nmulti-digit arithmetic\nnegative numbers\n")
     result = run_cli("generate", "stat", "--teacher", "smollm2-135m", "--data", "rg:chain_sum", "--limit", "4",
-                     "--out", out, "--set", "max_new_tokens=96", "--set", "list_max_new_tokens=96",
-                     "--set", "skill_sample=4", "--set", "syn_size=2")
+                     "--out", out, "--set", "max_new_tokens=64", "--set", "list_max_new_tokens=64",
+                     "--set", f"skills_file={skills}", "--set", "syn_size=2")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["records/answers.jsonl"] == 4
     answers = read_jsonl(out / "answers.jsonl")
     assert any(a is not None for r in answers for a in r["answers"])  # a real model answers in \boxed{}
-    skills = json.loads((out / "skills.json").read_text())["skills"]
-    assert all(len(s) <= 80 for s in skills)
+    names = ["addition", "subtraction", "multi-digit arithmetic", "negative numbers"]
+    assert json.loads((out / "skills.json").read_text())["skills"] == names
+    assert all(set(r["skills"]) <= set(names) for r in read_jsonl(out / "labels.jsonl"))
     for record in read_jsonl(out / "sft.jsonl"):
-        assert record["messages"][-1]["role"] == "assistant" and re.search(r"\\boxed\{", record["messages"][-1]["content"])
+        assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+
+
+# -- SIGKILL at random points, re-run, and get exactly the uninterrupted output -----------------
+
+SYN_TEMPLATES = ["A baker sells {n} rolls in the morning and 9 in the evening. How many rolls?",
+                 "Ivy swims {n} lengths on Monday, then twice as many on Tuesday. Total lengths?",
+                 "A crate weighs {n} kg and a lid adds 4 kg; what do three crates with lids weigh?",
+                 "Paolo saves {n} euros a week for 6 weeks and spends 20. What is left?"]
+
+
+def pure_models(problems, delay: float = 0.0):
+    """A scripted teacher and student whose outputs are pure functions of (prompt, sample,
+    seed) -- what a seeded real model is -- with every branch of the stage exercised: some
+    answers right, some inconsistent, skills named and not, written problems agreeing or not."""
+    import time
+    import zlib
+
+    gold = {p.question: int(p.answer) for p in problems}
+    index = {q: k for k, q in enumerate(gold)}
+
+    def find(text):
+        return next((q for q in gold if q in text), None)
+
+    def teacher(text, i, seed):
+        time.sleep(delay)
+        h = zlib.crc32(text.encode())
+        if "List the distinct skills" in text:
+            return '["addition", "subtraction", "carrying", "sign handling"]'
+        if "Which of the skills above" in text:
+            return ["addition, carrying", "subtraction", "sign handling, addition"][index[find(text)] % 3]
+        if "Decide which skills the student is missing" in text:
+            return ["- carrying", '["subtraction", "sign handling"]', "none"][h % 3]
+        if "Write one new problem" in text:
+            return SYN_TEMPLATES[seed % 4].format(n=seed % 90 + 10)
+        q = find(text)
+        if q is None:  # a written problem: its solutions agree unless its text hashes odd
+            return f"so \\boxed{{{h % 50 + (i if h % 2 else 0)}}}"
+        return f"so \\boxed{{{gold[q] + (seed + i) % 2}}}"
+
+    def student(text, i, seed):
+        time.sleep(delay)
+        g = gold[find(text)]
+        return f"\\boxed{{{g + (seed + i * index[find(text)]) % 3}}}"
+
+    return ScriptedBackend(teacher, "teacher"), ScriptedBackend(student, "student")
+
+
+PURE_CONFIG = dict(chunk_size=1, syn_size=8, decontamination=NO_BENCHMARKS)
+
+
+def test_a_rerun_over_more_problems_equals_a_fresh_run(tmp_path):
+    """Steps computed from earlier results are keyed by them: a second run in the same OUT with
+    a larger --limit redoes what changed and ends exactly where a fresh run over all ends."""
+    small, large = load_problems("rg:chain_sum", limit=4), load_problems("rg:chain_sum", limit=7)
+    stat(small, Models.of(*pure_models(small)), STATConfig(**PURE_CONFIG), tmp_path / "grown")
+    grown = stat(large, Models.of(*pure_models(large)), STATConfig(**PURE_CONFIG), tmp_path / "grown")
+    fresh = stat(large, Models.of(*pure_models(large)), STATConfig(**PURE_CONFIG), tmp_path / "fresh")
+    assert grown["summary"]["sft_records"] > 0 and grown["summary"]["syn_records"] > 0
+    for name in OUTPUTS:
+        assert (tmp_path / "grown" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+    assert grown["counts"] == fresh["counts"]
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from llm_teach.data import load_problems
+from llm_teach.stages.models import Models
+from llm_teach.stages.stat import STATConfig, stat
+from test_stage_stat import PURE_CONFIG, pure_models
+
+problems = load_problems("rg:chain_sum", limit=12)
+stat(problems, Models.of(*pure_models(problems, delay=0.04)), STATConfig(**PURE_CONFIG), sys.argv[1])
+"""
+
+OUTPUTS = ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl", "synthetic.jsonl",
+           "sft.jsonl")
+
+
+def _started(out, since: float) -> bool:
+    """The run has reached its stage (StageRun writes manifest.json first thing)."""
+    path = out / "manifest.json"
+    return path.exists() and path.stat().st_mtime > since
+
+
+def timed_run(command: list[str], out) -> float:
+    """Run to completion; return the seconds of stage work (after imports and start-up)."""
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    began = time.time()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not _started(out, began) and proc.poll() is None:
+        time.sleep(0.01)
+    started = time.time()
+    assert proc.wait() == 0
+    return time.time() - started
+
+
+def kill_at_random_times(command: list[str], out, seconds: float, kills: int, seed: int) -> None:
+    """Start `command` `kills` times, SIGKILLing each run 10-30% of an uninterrupted run's
+    work `seconds` after its stage started, so every kill lands before the work is done, at
+    points spread over the whole stage (in model calls, between a unit and its log line, ...)."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    rng = random.Random(seed)
+    for _ in range(kills):
+        began = time.time()
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not _started(out, began) and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.1, 0.3) * seconds)
+        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_stat_survives_sigkill_with_identical_records(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = tmp_path / "run_stat.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    seconds = timed_run([sys.executable, str(script), str(reference)], reference)
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["summary"]["sel_records"] > 0 and manifest["summary"]["syn_records"] > 0  # every step has work
+    kill_at_random_times([sys.executable, str(script), str(resumed)], resumed, seconds, kills=3, seed=5)
+    assert (resumed / "work").is_dir() and not (resumed / "sft.jsonl").exists()
+    assert subprocess.run([sys.executable, script, resumed], cwd=ROOT, capture_output=True).returncode == 0
+    for name in OUTPUTS + tuple(f"work/{p.name}" for p in (reference / "work").iterdir()):
+        assert (resumed / name).read_bytes() == (reference / name).read_bytes(), name
+    again = json.loads((resumed / "manifest.json").read_text())
+    assert again["counts"] == manifest["counts"] and again["usage"] == manifest["usage"]
+    assert not list(resumed.rglob("*.part"))

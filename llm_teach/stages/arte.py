@@ -31,14 +31,13 @@ Deviations from the paper, on purpose: the probe set is a seeded sample of the i
 (the paper picks 40 discriminative questions of a validation set with item response theory);
 quartiles are taken within each brainstorm prompt (the paper has one prompt per task, so the
 two coincide there); one round of alignment. Outputs in OUT: `drafts.jsonl`, `probe.jsonl`,
-`dpo_pairs.jsonl`, `teacher_dpo/` (the DPO run; its model directory is the aligned teacher),
+`dpo_pairs.jsonl`, `teacher_dpo/pairs-<hash>/` (the DPO run; its adapter or model directory is
+the aligned teacher),
 `sft.jsonl`, `manifest.json`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 from collections import Counter
@@ -55,7 +54,7 @@ from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
-from llm_teach.stages.stat import parse_problem
+from llm_teach.stages.stat import content_hash, derived, parse_problem
 
 STYLE_DIR = "arte/styles"
 
@@ -70,11 +69,14 @@ DPO_DEFAULTS: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "learning_rate":
 class ARTEConfig:
     """Settings of the ARTE stage (paper defaults noted where the paper gives one)."""
 
-    probe_size: int = 8  # probe problems the student is scored on (at most half the input; the rest are seeds) -- paper: 40 chosen by IRT
+    # Probe problems the student is scored on: a seeded sample of at most half the input (the rest
+    # are seed questions). Paper: 40 discriminative validation questions chosen with IRT.
+    probe_size: int = 8
     seeds_per_prompt: int = 3  # seed questions shown in each brainstorm prompt (paper: 3 examples)
-    draft_prompts: int | None = None  # brainstorm prompts of the draft step (None = enough to show every seed about once)
-    questions_per_prompt: int = 4  # questions sampled from each brainstorm prompt (quartiles are taken within a prompt)
-    styles: list[str] = field(default_factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])  # rationale styles: templates prompts/arte/styles/<name>.jinja; one draft rationale per style
+    draft_prompts: int | None = None  # brainstorm prompts of the draft (None = each seed shown about once)
+    questions_per_prompt: int = 4  # questions sampled per brainstorm prompt (quartiles are taken within one)
+    # Rationale styles, one template each (prompts/arte/styles/<name>.jinja); one draft rationale per style.
+    styles: list[str] = field(default_factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
     question_temperature: float = 1.0  # sampling temperature of brainstormed questions (diversity)
     rationale_temperature: float = 0.7  # sampling temperature of rationales
     top_p: float = 1.0  # nucleus sampling of every sampled call
@@ -82,17 +84,23 @@ class ARTEConfig:
     max_new_tokens: int = 512  # token budget of a rationale
     probe_max_new_tokens: int = 384  # token budget of the student's (greedy) probe answers
     allow_ties: bool = False  # let DPO pairs have equal scores (only for plumbing tests: a tie is no preference)
-    align: bool = True  # train the teacher with DPO; false generates the final data with the base teacher (ablation)
-    dpo: dict[str, Any] = field(default_factory=dict)  # `train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20}; model and data are set by the stage
+    align: bool = True  # train the teacher with DPO; false: final data from the base teacher (an ablation)
+    # `train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20};
+    # model and data are set by the stage.
+    dpo: dict[str, Any] = field(default_factory=dict)
     final_prompts: int | None = None  # brainstorm prompts of the final generation (None = as many as the draft)
     require_answer: bool = True  # drop final rationales without an extractable final answer
-    near_duplicate_rouge_l: float = 0.7  # drop questions at least this ROUGE-L-similar to the input or each other (Self-Instruct's 0.7)
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets new questions must not overlap (n-gram)
-    chunk_size: int = 8  # brainstorm prompts, or rationales to score, per work unit (the most a killed run redoes)
+    # Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's
+    # 0.7; the paper describes no such filter).
+    near_duplicate_rouge_l: float = 0.7
+    # Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
+    chunk_size: int = 8  # brainstorm prompts, or rationales to score, per work unit (the most a kill redoes)
     seed: int = 0  # base seed; the probe split, seed samples and units derive theirs from it
     brainstorm_template: str = "arte/brainstorm.jinja"  # teacher writes a new question from seed examples
-    rationale_template: str = "arte/rationale.jinja"  # style-free rationale prompt (DPO prompt; final generation)
-    student_template: str = "eval/boxed.jinja"  # how the student is asked (probe turns) and the SFT user turn (same as eval)
+    rationale_template: str = "arte/rationale.jinja"  # style-free rationale prompt (DPO prompt; final data)
+    # How the student is asked (probe turns), and the SFT user turn (the evaluation prompt).
+    student_template: str = "eval/boxed.jinja"
 
     def __post_init__(self) -> None:
         if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:
@@ -129,7 +137,8 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     templates = [config.brainstorm_template, config.rationale_template, config.student_template,
                  *[style_template(s) for s in config.styles]]
     run = StageRun(out, "arte", config, models, templates=templates,
-                   inputs={"problems": len(problems), "problem_ids": _digest([p.id for p in problems])})
+                   inputs={"problems": len(problems),
+                           "problem_ids": "sha256:" + content_hash([p.id for p in problems])})
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     probe, seeds = split_probe(problems, config.probe_size, run.seed)
     benchmark = grading_benchmark(probe[0].source)
@@ -142,15 +151,16 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     draft_prompts = brainstorms("draft", n_draft, seeds, config.seeds_per_prompt, run.seed)
     drafted = _records(run.map("draft", draft_prompts, config.chunk_size,
                                lambda unit: _draft(unit, teacher, decontam, pool, benchmark, config),
-                               key=lambda b: b.id), "questions")
-    drafts = run.once("draft_dedupe", lambda unit: _dedupe(drafted, config)).records["questions"]
+                               key=lambda b: f"{b.id}|{content_hash(b.examples)}"), "questions")
+    drafts = derived(run, "draft_dedupe", drafted, lambda unit: _dedupe(drafted, config)).records["questions"]
 
     # 2. Student preferences: one-shot in-context accuracy on the probe set.
-    baseline = run.once("baseline", lambda unit: _probe_baseline(unit, probe, student, config))
+    probe_key = content_hash([p.id for p in probe])
+    baseline = derived(run, "baseline", probe_key, lambda unit: _probe_baseline(unit, probe, student, config))
     pairs_to_score = [(d["id"], r["style"], d["question"], r["text"]) for d in drafts for r in d["rationales"]]
     scored = _records(run.map("preference", pairs_to_score, config.chunk_size,
-                              lambda unit: _score(unit, probe, student, config), key=lambda x: f"{x[0]}/{x[1]}"),
-                      "scores")
+                              lambda unit: _score(unit, probe, student, config),
+                              key=lambda x: f"{x[0]}/{x[1]}|{content_hash(x[2:])}|{probe_key}"), "scores")
     scores = {s["id"]: s["score"] for s in scored}
     for d in drafts:
         for r in d["rationales"]:
@@ -159,29 +169,28 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
 
     # 3. Align the teacher with DPO on question- and rationale-level pairs.
     prompts_by_id = {b.id: b for b in draft_prompts}
-    pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config)).records["pairs"]
-    aligned_spec, aligned = None, False
+    pairs = derived(run, "pairs", drafts, lambda unit: _pairs(drafts, prompts_by_id, config)).records["pairs"]
+    writer: Backend | None = teacher
+    aligned_spec, aligned_rel = None, "base"  # the final units' keys (and so seeds) name the writer
     if config.align and pairs:
         write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
-        result = run.once("align", lambda unit: _align(out, models.teacher, config))
-        aligned_spec, aligned = str(out / result.records["align"][0]["model"]), True
-    elif config.align:
-        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})))
-
-    # 4. Final data from the aligned teacher.
-    if aligned:
-        del teacher
-        if (models.teacher, models.teacher_options) != (models.student, models.student_options):
-            models.release(models.teacher, models.teacher_options)  # free the base teacher before loading the new one
+        # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
+        teacher = student = writer = None
+        _release(models)
+        result = derived(run, "align", pairs, lambda unit: _align(out, models.teacher, pairs, config))
+        aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
+        aligned_spec = str(out / aligned_rel)
         writer = run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
-    else:
-        writer = teacher
+    elif config.align:
+        derived(run, "align", pairs, lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})))
+
+    # 4. Final data from the aligned teacher (the base one without alignment).
     n_final = config.final_prompts or n_draft
     final_prompts = brainstorms("final", n_final, seeds, config.seeds_per_prompt, run.seed)
     generated = _records(run.map("final", final_prompts, config.chunk_size,
                                  lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
-                                 key=lambda b: b.id), "sft")
-    sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config)).records["questions"]
+                                 key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
+    sft = derived(run, "final_dedupe", generated, lambda unit: _dedupe(generated, config)).records["questions"]
 
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
     return run.finish(
@@ -194,8 +203,8 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  "rationale_pairs": sum(p["level"] == "rationale" for p in pairs),
                  "probe_zero_shot_accuracy": base_accuracy,
                  "probe_one_shot_accuracy_mean": (sum(scores.values()) / len(scores)) if scores else None,
-                 "aligned": aligned,
-                 "aligned_teacher": str(Path(aligned_spec).relative_to(out)) if aligned_spec else None,
+                 "aligned": aligned_spec is not None,
+                 "aligned_teacher": aligned_rel if aligned_spec else None,
                  "sft_records": len(sft)})
 
 
@@ -275,7 +284,8 @@ def _draft(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[st
     records = []
     for i, (b, qid, question) in enumerate(questions):
         rows = outs[i * len(config.styles):(i + 1) * len(config.styles)]
-        rationales = [{"style": style, "text": row[0].completion, "answer": extract_answer(row[0].completion, benchmark)[0],
+        rationales = [{"style": style, "text": row[0].completion,
+                       "answer": extract_answer(row[0].completion, benchmark)[0],
                        "finish_reason": row[0].finish_reason} for style, row in zip(config.styles, rows)]
         counts["draft/rationales_written"] += len(rationales)
         counts["draft/rationales_without_answer"] += sum(r["answer"] is None for r in rationales)
@@ -394,14 +404,32 @@ def _pairs(drafts: list[dict[str, Any]], prompts: dict[str, Brainstorm], config:
     return Work(records={"pairs": pairs}, counts=counts)
 
 
-def _align(out: Path, teacher_spec: str, config: ARTEConfig) -> Work:
-    """DPO on the pairs, from the base teacher. `resume=True` continues a run killed after a
-    checkpoint (and is a fresh start without one); a finished run is returned as is."""
+def _release(models: Models) -> None:
+    """Forget the base teacher and student backends and collect them, so their weights (and, on
+    a GPU, their memory) are freed before the teacher is trained."""
+    import gc
+
+    models.release(models.teacher, models.teacher_options)
+    models.release(models.student, models.student_options)
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # a served-only setup without torch
+        pass
+
+
+def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: ARTEConfig) -> Work:
+    """DPO on the pairs, from the base teacher, in `teacher_dpo/<hash of the pairs>/` (a
+    finished training run is reused only for the very same data). `resume=True` continues a
+    run killed after a checkpoint and is a fresh start without one."""
     from llm_teach.trainers import train
 
     values = {**DPO_DEFAULTS, **config.dpo, "model": teacher_spec, "data": str(out / "dpo_pairs.jsonl")}
     values.setdefault("seed", config.seed)
-    model_dir = train("dpo", values, out / "teacher_dpo", resume=True)
+    model_dir = train("dpo", values, out / "teacher_dpo" / f"pairs-{content_hash(pairs)}", resume=True)
     return Work(records={"align": [{"id": "align", "model": str(Path(model_dir).relative_to(out))}]},
                 counts=Counter({"align/trained": 1}))
 
@@ -435,6 +463,3 @@ def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: list[str
 def _records(works: list[Work], name: str) -> list[dict[str, Any]]:
     return [r for w in works for r in w.records.get(name, [])]
 
-
-def _digest(items: list[str]) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]

@@ -43,7 +43,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
@@ -65,23 +65,32 @@ MAX_SKILL_WORDS = 12
 class STATConfig:
     """Settings of the STAT stage (paper defaults noted where the paper gives one)."""
 
-    mode: Literal["sel", "syn", "both"] = "both"  # sel: reuse existing problems; syn: teacher-written problems; both: the union (the paper evaluates sel and syn separately)
-    skills_file: str | None = None  # a skill list to use instead of asking the teacher: JSON list (or {"skills": [...]}) or one skill per line
+    # sel: reuse existing problems; syn: teacher-written problems; both: the union of the two
+    # (the paper evaluates STAT-Sel and STAT-Syn separately).
+    mode: Literal["sel", "syn", "both"] = "both"
+    # A skill list to use instead of asking the teacher: a JSON list (or {"skills": [...]}), or
+    # one skill per line (bullets and numbering allowed).
+    skills_file: str | None = None
     skill_sample: int = 32  # problems the teacher reads to propose the skill list (seeded sample)
     max_skills: int = 30  # cap on the skill list (the teacher is asked for at most this many)
     max_labels: int = 5  # skills per problem label (paper: up to 5)
     max_missing: int = 3  # missing skills the teacher may name per difficult problem
     student_samples: int = 4  # K: student answers per problem
     student_temperature: float = 0.7  # sampling temperature of the K answers (they must be able to disagree)
-    correctness: Literal["majority", "greedy"] = "majority"  # "wrong" means the majority of the K answers is wrong, or one extra greedy answer is
-    min_agreement: int = 2  # consistency rule: difficult when fewer than this many of the K answers agree (paper: 2; 0 = off)
+    # "wrong" means: the majority vote of the K answers is wrong, or one extra greedy answer is.
+    correctness: Literal["majority", "greedy"] = "majority"
+    # Consistency rule: difficult when fewer than this many of the K answers agree (paper: 2; 0 = off).
+    min_agreement: int = 2
     sel_size: int | None = None  # STAT-Sel problems to select (None = as many as the input problems)
-    syn_size: int | None = None  # STAT-Syn problems to write before filtering (None = as many as the input problems)
+    syn_size: int | None = None  # STAT-Syn problems to write before filtering (None = as many as the input)
     syn_references: int = 3  # reference problems shown to the teacher per written problem
     syn_solutions: int = 3  # teacher solutions per written problem (paper: 3)
     syn_min_agree: int = 2  # keep a written problem when at least this many solutions agree (paper: 2)
-    near_duplicate_rouge_l: float = 0.7  # drop written problems at least this ROUGE-L-similar to the input or each other (Self-Instruct's 0.7; the paper gives none)
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets written problems must not overlap (n-gram)
+    # Drop written problems at least this ROUGE-L-similar to the input or to each other
+    # (Self-Instruct's 0.7; the paper describes no such filter).
+    near_duplicate_rouge_l: float = 0.7
+    # Evaluation sets written problems must not overlap (word n-grams); `--decontaminate` adds files.
+    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
     syn_temperature: float = 1.0  # sampling temperature when writing problems (diversity)
     solve_temperature: float = 0.7  # sampling temperature of teacher solutions (they must be independent)
     solve_attempts: int = 3  # STAT-Sel: teacher attempts at a selected problem without a worked solution
@@ -90,7 +99,8 @@ class STATConfig:
     list_max_new_tokens: int = 256  # budget of skill lists, labels, judgements and written problems
     chunk_size: int = 8  # items per work unit (the most a killed run redoes)
     seed: int = 0  # base seed; units, quotas and samples derive theirs from it
-    solve_template: str = "eval/boxed.jinja"  # how problems are posed to student and teacher, and the SFT user turn (same as eval)
+    # How problems are posed to student and teacher, and the SFT user turn (the evaluation prompt).
+    solve_template: str = "eval/boxed.jinja"
     skills_template: str = "stat/skills.jinja"  # teacher proposes the skill list
     label_template: str = "stat/label.jinja"  # teacher labels a problem with skills
     judge_template: str = "stat/judge.jinja"  # teacher names the skills a student response is missing
@@ -105,7 +115,8 @@ class STATConfig:
         if not 1 <= self.syn_min_agree <= self.syn_solutions:
             raise ValueError("syn_min_agree must be between 1 and syn_solutions")
         if min(self.max_skills, self.max_labels, self.max_missing, self.skill_sample, self.syn_references) < 1:
-            raise ValueError("max_skills, max_labels, max_missing, skill_sample and syn_references must be at least 1")
+            raise ValueError("max_skills, max_labels, max_missing, skill_sample and syn_references "
+                             "must be at least 1")
         for name in ("sel_size", "syn_size"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -117,7 +128,8 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     if not problems:
         raise UserError("stat: no problems")
     out = Path(out)
-    inputs: dict[str, Any] = {"problems": len(problems), "problem_ids": _digest([p.id for p in problems])}
+    inputs: dict[str, Any] = {"problems": len(problems),
+                              "problem_ids": "sha256:" + content_hash([p.id for p in problems])}
     if config.skills_file:
         if not Path(config.skills_file).is_file():
             raise UserError(f"{config.skills_file}: skills file not found")
@@ -132,16 +144,23 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     student = run.backend(models.student_backend(), "student")
     by_id = {p.id: p for p in problems}
 
-    skills_work = run.once("skills", lambda unit: _propose_skills(unit, problems, teacher, config))
+    sample = random.Random(derive_seed(run.seed, "skill-sample")).sample(problems, min(config.skill_sample,
+                                                                                       len(problems)))
+    skills_work = derived(run, "skills", [inputs.get("skills_file"), [p.id for p in sample]],
+                          lambda unit: _propose_skills(unit, sample, teacher, config))
     skills = [r["name"] for r in skills_work.records["skills"]]
-    labels = _records(run.map("labels", problems, config.chunk_size,
-                              lambda unit: _label(unit, skills, teacher, config)), "labels")
+    # Units of later steps hash what they depend on (the skill list, the judged response), so a
+    # re-run over changed inputs redoes them instead of reusing stale results.
+    skills_key = content_hash(skills)
+    labels = _records(run.map("labels", problems, config.chunk_size, lambda unit: _label(unit, skills, teacher, config),
+                              key=lambda p: f"{p.id}|{skills_key}"), "labels")
     answers = _records(run.map("answers", problems, config.chunk_size,
                                lambda unit: _answer(unit, student, config)), "answers")
     difficult = [by_id[a["id"]] for a in answers if a["difficult"]]
     responses = {a["id"]: a["completions"][a["shown"]] for a in answers if a["difficult"]}
     missing = _records(run.map("judge", difficult, config.chunk_size,
-                               lambda unit: _judge(unit, skills, responses, teacher, config)), "missing")
+                               lambda unit: _judge(unit, skills, responses, teacher, config),
+                               key=lambda p: f"{p.id}|{skills_key}|{content_hash(responses[p.id])}"), "missing")
     profile = skill_profile(missing, skills)
 
     sft: list[dict[str, Any]] = []
@@ -173,14 +192,12 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
 # -- step 1: the skill list and the labels ------------------------------------------------------
 
 
-def _propose_skills(unit: Unit, problems: list[Problem], teacher: Backend, config: STATConfig) -> Work:
+def _propose_skills(unit: Unit, sample: list[Problem], teacher: Backend, config: STATConfig) -> Work:
     counts: Counter = Counter()
     if config.skills_file:
         text = Path(config.skills_file).read_text(encoding="utf-8")
         names = parse_skill_file(text)
     else:
-        rng = random.Random(unit.seed)
-        sample = rng.sample(problems, min(config.skill_sample, len(problems)))
         prompt = [{"role": "user", "content": render(config.skills_template, problems=[p.question for p in sample],
                                                      max_skills=config.max_skills)}]
         text = teacher.generate([prompt], 1, _greedy(config.list_max_new_tokens, unit.seed))[0][0].completion
@@ -317,7 +334,8 @@ def allocate(profile: dict[str, int], total: int) -> dict[str, int]:
 # -- step 4a: STAT-Sel --------------------------------------------------------------------------
 
 
-def select(profile: dict[str, int], labels: list[dict[str, Any]], total: int, seed: int) -> tuple[list[tuple[str, str]], Counter]:
+def select(profile: dict[str, int], labels: list[dict[str, Any]], total: int,
+           seed: int) -> tuple[list[tuple[str, str]], Counter]:
     """`[(problem_id, skill)]`: per missing skill, its quota of problems labelled with it, drawn
     without replacement in seeded random order and cycled when the pool is smaller than the
     quota (the paper samples with replacement). A skill no problem is labelled with gets none."""
@@ -380,8 +398,7 @@ def _sel(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], p
                                        skill=skill, problem_id=pid, answer=problem.answer, source=problem.source))
         return Work(records={"sft": records}, counts=counts)
 
-    # A pure step, run through `once` so its counts join the manifest like any other step's.
-    return run.once("sel", assemble).records["sft"]
+    return derived(run, "sel", [picks, targets], assemble).records["sft"]
 
 
 def _solve_gold(unit: Unit, teacher: Backend, config: STATConfig) -> Work:
@@ -394,8 +411,8 @@ def _solve_gold(unit: Unit, teacher: Backend, config: STATConfig) -> Work:
     records = []
     for problem, gens in zip(problems, outs):
         benchmark = grading_benchmark(problem.source)
-        good = next((g.completion for g in gens if grade(g.completion, problem.answer, benchmark, problem.meta).correct),
-                    None)
+        good = next((g.completion for g in gens
+                     if grade(g.completion, problem.answer, benchmark, problem.meta).correct), None)
         counts["sel/teacher_solved" if good else "sel/teacher_failed"] += 1
         if good:
             records.append({"id": problem.id, "solution": good})
@@ -446,7 +463,8 @@ def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], m
                       config.syn_references, run.seed)
     pool = [p.question for p in problems]
     works = run.map("syn", tasks, config.chunk_size,
-                    lambda unit: _write_and_solve(unit, by_id, pool, teacher, decontam, config), key=lambda t: t.id)
+                    lambda unit: _write_and_solve(unit, by_id, pool, teacher, decontam, config),
+                    key=lambda t: f"{t.id}|{t.skill}|{','.join(t.references)}")
     written = _records(works, "problems")
 
     def dedupe(unit: Unit) -> Work:
@@ -462,7 +480,7 @@ def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], m
             kept.append(record)
         return Work(records={"problems": kept}, counts=counts)
 
-    synthetic = run.once("syn_dedupe", dedupe).records["problems"]
+    synthetic = derived(run, "syn_dedupe", written, dedupe).records["problems"]
     sft = []
     for record in synthetic:
         for i, solution in enumerate(record.pop("solutions"), start=1):
@@ -617,11 +635,13 @@ def skill_key(name: str) -> str:
 
 
 def parse_problem(text: str) -> str | None:
-    """A written problem or question: without a leading "Problem:" / "New question:" label, and
-    cut before any solution or answer the teacher added anyway (it would leak the answer into
-    the question). None when less than 10 characters are left."""
+    """A written problem or question: without a leading "Problem:" / "New question:" /
+    "Example 3:" label (prompts label their examples so, and models echo it), and cut before
+    any solution or answer the teacher added anyway (it would leak the answer into the
+    question). None when less than 10 characters are left."""
     text = (text or "").strip()
-    text = re.sub(r"^\W*(?:new\s+)?(?:problem|question)(?:\s*\d+)?\s*[:.]\**\s*", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"^\W*(?:new\s+)?(?:problem|question|example)(?:\s*\d+)?\s*[:.]\**\s*", "", text,
+                  flags=re.IGNORECASE)
     cut = re.search(r"^\W*(?:solution|answer|final answer)\b", text, flags=re.IGNORECASE | re.MULTILINE)
     if cut:
         text = text[: cut.start()]
@@ -659,6 +679,19 @@ def _sft_record(rid: str, question: str, solution: str, config: STATConfig, **ex
             **extra}
 
 
+def derived(run: StageRun, step: str, inputs: Any, work: Callable[[Unit], Work]) -> Work:
+    """A one-unit step computed from earlier results (often without any model call). Unlike
+    `run.once`, its unit key hashes `inputs`, so a re-run over changed inputs (a larger
+    --limit, another data file) redoes it rather than reusing a stale result; its counts join
+    the manifest like any step's."""
+    return run.map(step, [content_hash(inputs)], 1, work, key=str)[0]
+
+
+def content_hash(value: Any) -> str:
+    """A short stable hash of JSON-able content (unit keys, file names)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _records(works: list[Work], name: str) -> list[dict[str, Any]]:
     return [r for w in works for r in w.records.get(name, [])]
 
@@ -678,6 +711,3 @@ def _sampled(config: STATConfig, temperature: float, seed: int) -> SamplingConfi
 def _slug(name: str) -> str:
     return skill_key(name).replace(" ", "-")[:40] or "skill"
 
-
-def _digest(items: list[str]) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
