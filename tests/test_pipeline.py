@@ -4,7 +4,6 @@ end to end through `llm-teach run`, skipping finished steps, and the shipped rec
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
