@@ -46,12 +46,16 @@ def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_
     out = Path(out_dir)
     _check_resumable(out, backend, config, problems)
     log = RecordLog(out / "items.jsonl")
-    todo = [p for p in problems if p.id not in log.keys()]
+    # Chunks are cut from the FULL problem list, never from what is left: a resumed run then
+    # batches (and so seeds and samples) every chunk exactly as an uninterrupted run would.
+    chunks = [problems[i:i + config.chunk_size] for i in range(0, len(problems), config.chunk_size)]
+    done = log.keys()
+    todo = [[p for p in chunk if p.id not in done] for chunk in chunks]
     started = time.time()
     tokens = 0
-    with progress_bar(f"eval {config.benchmark}", total=len(problems), done=len(problems) - len(todo)) as advance:
-        for start in range(0, len(todo), config.chunk_size):
-            chunk = todo[start:start + config.chunk_size]
+    with progress_bar(f"eval {config.benchmark}", total=len(problems),
+                      done=len(problems) - sum(map(len, todo))) as advance:
+        for chunk in filter(None, todo):
             prompts = [[{"role": "user", "content": render(config.template, question=p.question)}] for p in chunk]
             generations = backend.generate(prompts, config.samples, config.sampling())
             records = [_item(p, prompt, gens, config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]

@@ -62,9 +62,11 @@ def test_eval_cli_writes_items_summary_manifest(tmp_path, tiny_model_dir):
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    # Sampled (2 samples at temperature 0.7), so equality proves the resumed chunks were seeded alike.
     full, killed = tmp_path / "full", tmp_path / "killed"
-    assert run_cli(*eval_args(full, 24)).returncode == 0
-    proc = subprocess.Popen([*CLI, *eval_args(killed, 24)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert run_cli(*eval_args(full, 24, "--samples", "2")).returncode == 0
+    proc = subprocess.Popen([*CLI, *eval_args(killed, 24, "--samples", "2")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = killed / "items.jsonl.part"
     deadline = time.time() + 300
     while time.time() < deadline and not (part.exists() and part.read_text().count("\n") >= 8):
@@ -74,7 +76,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny_model_
     assert not (killed / "items.jsonl").exists() and not (killed / "summary.json").exists()
     done_before = part.read_text().count("\n")
     assert 8 <= done_before < 24
-    r = run_cli(*eval_args(killed, 24))
+    r = run_cli(*eval_args(killed, 24, "--samples", "2"))
     assert r.returncode == 0, r.stderr
     assert (killed / "items.jsonl").read_text() == (full / "items.jsonl").read_text()
     assert json.loads((killed / "summary.json").read_text()) == json.loads((full / "summary.json").read_text())
