@@ -144,15 +144,16 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     student = run.backend(models.student_backend(), "student")
     by_id = {p.id: p for p in problems}
 
-    sample = random.Random(derive_seed(run.seed, "skill-sample")).sample(problems, min(config.skill_sample,
-                                                                                       len(problems)))
+    rng = random.Random(derive_seed(run.seed, "skill-sample"))
+    sample = rng.sample(problems, min(config.skill_sample, len(problems)))
     skills_work = derived(run, "skills", [inputs.get("skills_file"), [p.id for p in sample]],
                           lambda unit: _propose_skills(unit, sample, teacher, config))
     skills = [r["name"] for r in skills_work.records["skills"]]
     # Units of later steps hash what they depend on (the skill list, the judged response), so a
     # re-run over changed inputs redoes them instead of reusing stale results.
     skills_key = content_hash(skills)
-    labels = _records(run.map("labels", problems, config.chunk_size, lambda unit: _label(unit, skills, teacher, config),
+    labels = _records(run.map("labels", problems, config.chunk_size,
+                              lambda unit: _label(unit, skills, teacher, config),
                               key=lambda p: f"{p.id}|{skills_key}"), "labels")
     answers = _records(run.map("answers", problems, config.chunk_size,
                                lambda unit: _answer(unit, student, config)), "answers")
