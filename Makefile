@@ -41,7 +41,7 @@ demo: setup
 	$(BIN)/python -m llm_teach.demo
 
 test: setup vllm-env
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
