@@ -87,13 +87,17 @@ def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-         defaults: dict[str, Any] | None = None) -> T:
-    """`defaults` (e.g. from CLI flags) < YAML file < `--set` overrides."""
+         defaults: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> T:
+    """Priority, lowest first: `defaults` (e.g. a pipeline step's values) < YAML file < `flags`
+    (options the user typed on the command line) < `--set` overrides. What is typed last and
+    most specifically wins, as in most CLIs."""
     values = dict(defaults or {})
     where = "config"
     if path:
         values = merge(values, read_yaml(path))
         where = str(path)
+    if flags:
+        values = merge(values, flags)
     sets = parse_overrides(overrides)
     if sets:
         values = merge(values, sets)

@@ -273,7 +273,6 @@ def load_tokenizer(spec: str):
 
 def load_model(spec: str, dtype: str = "auto", device: str | None = None):
     """Load a causal LM for a spec. `dtype="auto"` is float32 on CPU and bfloat16 on GPU."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -81,7 +80,8 @@ def test_rounds_validate_merge_and_only_reaugment_seeds(tmp_path, tiny_model_dir
     augment_prompts = [t for kind, t in teacher.calls if kind == "generate" and "Write ONE" in t]
     assert len(augment_prompts) == 12
     assert not any(problems[6]["question"] in t for t in augment_prompts)
-    eval_items = read_jsonl(tmp_path / "out" / "round1" / "eval" / "items.jsonl")
+    (eval_dir,) = (tmp_path / "out" / "round1").glob("eval-*")
+    eval_items = read_jsonl(eval_dir / "items.jsonl")
     assert eval_items[0]["completions"][0].strip()[:40] in augment_prompts[0]
     # round 2 trained on round 1's data plus what round 1 added
     assert len(read_jsonl(tmp_path / "out" / "data" / "round2.jsonl")) == 7
@@ -107,7 +107,8 @@ def test_cli_on_tiny_random(tmp_path):
     assert manifest["status"] == "complete" and manifest["counts"]["generated"] == 4
     assert set(manifest["prompts"]) == {"eval/boxed.jinja", "llm2llm/augment.jinja", "llm2llm/solve.jinja"}
     assert len(read_jsonl(out / "train.jsonl")) >= 4 and len(read_jsonl(out / "rounds.jsonl")) == 1
-    assert (out / "round1" / "train" / "model" / "config.json").exists()
+    (train_dir,) = (out / "round1").glob("train-*")
+    assert (train_dir / "model" / "config.json").exists()
 
 
 @pytest.mark.slow

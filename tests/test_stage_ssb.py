@@ -68,7 +68,7 @@ def test_ssb_selects_explains_and_emits_distill_records(tmp_path):
         assert problem.question in record["prompt"][0]["content"] and "CORRECT" not in record["prompt"][0]["content"]
         hinted = record["teacher_prompt"][0]["content"]
         wrong = int(problem.answer) + 1  # the most common wrong answer (2 of 5 rollouts)
-        assert f"final answer {wrong}" in hinted and f"oops" not in hinted and f"\\boxed{{{problem.answer}}}" in hinted
+        assert f"final answer {wrong}" in hinted and "oops" not in hinted and f"\\boxed{{{problem.answer}}}" in hinted
         assert record["completion"].endswith(f"\\boxed{{{problem.answer}}}")
         arrays = store.get(record["logits_ref"])
         assert arrays.topk_ids.shape == (len(record["completion"].split()), 3)

@@ -15,8 +15,9 @@ from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import Grade
 from llm_teach.stages.models import Models
+from llm_teach.stages.parsing import parse_problem
 from llm_teach.stages.stat import (STATConfig, agreeing_solutions, allocate, dedupe_skills, is_difficult,
-                                   match_skills, parse_name_list, parse_problem, parse_skill_file, select,
+                                   match_skills, parse_name_list, parse_skill_file, select,
                                    shown_response, skill_profile, solution_target, stat)
 from scripted_backend import ScriptedBackend
 

@@ -36,7 +36,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def test_yaml_config_and_overrides(tmp_path):
-    """flags < YAML < --set; the resolved config lands in the manifest."""
+    """YAML < flags < --set; the resolved config lands in the manifest."""
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "completion": str(i)}) + "\n" for i in range(4)))
     config = tmp_path / "sft.yaml"
@@ -47,10 +47,10 @@ def test_yaml_config_and_overrides(tmp_path):
                 str(bad), "unknown key 'max_step'")
     out = tmp_path / "out"
     res = run_cli("train", "--method", "sft", "--model", "tiny-random", "--config", config, "--out", out,
-                  "--learning-rate", "1.0", "--set", "lora_alpha=8")
+                  "--learning-rate", "2.0e-4", "--set", "lora_alpha=8")
     assert res.returncode == 0, res.stderr[-2000:]
     cfg = json.loads((out / "manifest.json").read_text())["config"]
-    assert cfg["learning_rate"] == 3e-4 and cfg["lora_r"] == 4 and cfg["lora_alpha"] == 8
+    assert cfg["learning_rate"] == 2e-4 and cfg["lora_r"] == 4 and cfg["lora_alpha"] == 8
     assert cfg["lora_targets"] == ["q_proj", "v_proj"]
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"] and adapter["r"] == 4
@@ -62,3 +62,20 @@ def test_show_options_documents_every_key():
     assert res.returncode == 0
     for key in ("kd_estimator", "kd_beta", "kd_mask", "num_generations", "lora_r", "teacher_backend"):
         assert f"{key} = " in res.stdout
+
+
+def test_finished_run_is_reused_only_for_the_same_data(tmp_path):
+    """Same config and data: the finished model is returned as is. Same config, edited data file:
+    refused (never a stale model silently passed off as trained on the new data)."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "completion": str(i)}) + "\n" for i in range(4)))
+    args = ("train", "--method", "sft", "--model", "tiny-random", "--data", data, "--max-steps", "1", "--out", tmp_path / "o")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stamp = (tmp_path / "o" / "manifest.json").read_text()
+    again = run_cli(*args)
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1] == str(tmp_path / "o" / "model")
+    assert (tmp_path / "o" / "manifest.json").read_text() == stamp  # not retrained
+    data.write_text(data.read_text() + json.dumps({"prompt": "Say 9.", "completion": "9"}) + "\n")
+    check_error(run_cli(*args), "different data")

@@ -90,12 +90,12 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
     from llm_teach.stages import load_stage
 
     function, config_cls = load_stage(stage)
-    defaults = dict(values or {})
+    flags = {}
     if decontaminate:
         if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
             raise UserError(f"stage '{stage}' generates no new problems: --decontaminate does not apply")
-        defaults["decontamination"] = {"paths": list(decontaminate)}
-    config = config_loader.load(config_cls, config_file, overrides, defaults)
+        flags["decontamination"] = {"paths": list(decontaminate)}
+    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags)
     for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
         if options.backend in ("hf", "vllm"):
             parse_spec(spec)  # an unknown model fails now, before data or weights are loaded

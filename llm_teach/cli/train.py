@@ -1,7 +1,7 @@
 """`llm-teach train --method sft|dpo|grpo|kdrl|distill`: train the student.
 
-Options come, lowest priority first, from the flags below, `--config FILE` (YAML with the
-method's config keys) and `--set key=value`. `--show-options` lists every key of a method with
+Options come, lowest priority first, from `--config FILE` (YAML with the method's config
+keys), the flags below, and `--set key=value`. `--show-options` lists every key of a method with
 its default and help. Works unchanged under `accelerate launch ... -m llm_teach train ...`
 (2 gloo ranks on CPU, DeepSpeed ZeRO on GPUs: see configs/accelerate/).
 """
@@ -58,7 +58,7 @@ def train_(
     teacher_keys = {k for k in given if k.startswith("teacher")}
     if teacher_keys and "teacher" not in {f for f in cls.__dataclass_fields__}:
         raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl and distill, not {method}")
-    cfg = load(cls, config, set_, defaults=given)
+    cfg = load(cls, config, set_, flags=given)
     path = train(method, cfg.to_dict(), out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process of a launch
         typer.echo(str(path))

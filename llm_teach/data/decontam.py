@@ -111,6 +111,22 @@ class Decontaminator:
         return next((self.grams[g] for g in _ngrams(tokens, self.ngram) if g in self.grams), None)
 
 
+def admit(question: str, decontaminator: "Decontaminator", seen: "NearDuplicates", counts: Counter) -> bool:
+    """Admit a generated problem only if it overlaps no evaluation set and repeats nothing
+    seen so far; an admitted one joins `seen`. Rejections are counted by reason in `counts`
+    (`rejected/contaminated` + `decontamination/dropped/<set>`, `rejected/near_duplicate`)."""
+    overlap = decontaminator.match(question)
+    if overlap is not None:
+        counts["rejected/contaminated"] += 1
+        counts[f"decontamination/dropped/{overlap}"] += 1
+        return False
+    if seen.find(question) is not None:
+        counts["rejected/near_duplicate"] += 1
+        return False
+    seen.add(question)
+    return True
+
+
 def _ngrams(tokens: list[str], n: int) -> Iterable[tuple[str, ...]]:
     return (tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 

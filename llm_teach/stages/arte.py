@@ -46,15 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
-from llm_teach.stages.stat import content_hash, derived, parse_problem
+from llm_teach.stages.parsing import parse_problem
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed
 
 STYLE_DIR = "arte/styles"
 
@@ -152,11 +152,11 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     drafted = _records(run.map("draft", draft_prompts, config.chunk_size,
                                lambda unit: _draft(unit, teacher, decontam, pool, benchmark, config),
                                key=lambda b: f"{b.id}|{content_hash(b.examples)}"), "questions")
-    drafts = derived(run, "draft_dedupe", drafted, lambda unit: _dedupe(drafted, config)).records["questions"]
+    drafts = run.once("draft_dedupe", lambda unit: _dedupe(drafted, config), depends_on=drafted).records["questions"]
 
     # 2. Student preferences: one-shot in-context accuracy on the probe set.
     probe_key = content_hash([p.id for p in probe])
-    baseline = derived(run, "baseline", probe_key, lambda unit: _probe_baseline(unit, probe, student, config))
+    baseline = run.once("baseline", lambda unit: _probe_baseline(unit, probe, student, config), depends_on=probe_key)
     pairs_to_score = [(d["id"], r["style"], d["question"], r["text"]) for d in drafts for r in d["rationales"]]
     scored = _records(run.map("preference", pairs_to_score, config.chunk_size,
                               lambda unit: _score(unit, probe, student, config),
@@ -169,7 +169,7 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
 
     # 3. Align the teacher with DPO on question- and rationale-level pairs.
     prompts_by_id = {b.id: b for b in draft_prompts}
-    pairs = derived(run, "pairs", drafts, lambda unit: _pairs(drafts, prompts_by_id, config)).records["pairs"]
+    pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
     writer: Backend | None = teacher
     aligned_spec, aligned_rel = None, "base"  # the final units' keys (and so seeds) name the writer
     if config.align and pairs:
@@ -177,12 +177,12 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
         # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
         teacher = student = writer = None
         _release(models)
-        result = derived(run, "align", pairs, lambda unit: _align(out, models.teacher, pairs, config))
+        result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
         aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
         aligned_spec = str(out / aligned_rel)
         writer = run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
     elif config.align:
-        derived(run, "align", pairs, lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})))
+        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
 
     # 4. Final data from the aligned teacher (the base one without alignment).
     n_final = config.final_prompts or n_draft
@@ -190,7 +190,7 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     generated = _records(run.map("final", final_prompts, config.chunk_size,
                                  lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
                                  key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
-    sft = derived(run, "final_dedupe", generated, lambda unit: _dedupe(generated, config)).records["questions"]
+    sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config), depends_on=generated).records["questions"]
 
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
     return run.finish(
@@ -260,15 +260,8 @@ def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: lis
             if question is None:
                 counts["rejected/empty_question"] += 1
                 continue
-            overlap = decontam.match(question)
-            if overlap is not None:
-                counts["rejected/contaminated"] += 1
-                counts[f"decontamination/dropped/{overlap}"] += 1
+            if not admit(question, decontam, seen, counts):
                 continue
-            if seen.find(question) is not None:
-                counts["rejected/near_duplicate"] += 1
-                continue
-            seen.add(question)
             kept.append((b, f"{b.id}-q{j}", question))
     return kept
 

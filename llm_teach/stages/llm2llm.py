@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest
 
 _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
 
@@ -93,8 +93,15 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
     for r in range(1, config.rounds + 1):
         write_jsonl_atomic(out / "data" / f"round{r}.jsonl", [sft_record(Problem(**d), config) for d in data])
         base = model if (config.train_from == "previous" and model) else models.student
-        model = run.once(f"round{r}/train", lambda unit: _train(base, out, r, config)).records["model"][0]["path"]
-        evaluated = run.once(f"round{r}/eval", lambda unit: _evaluate(run, models, model, problems, benchmark, out, r, config))
+        # Each step's key (and directory) hashes what it is computed from, so a re-run over other
+        # seeds (a larger --limit) redoes a round instead of reusing a model trained on less.
+        train_key = content_hash([base, data])
+        model = run.once(f"round{r}/train", lambda unit: _train(base, out, r, train_key, config),
+                         depends_on=train_key).records["model"][0]["path"]
+        eval_key = content_hash([model, [p.id for p in problems]])
+        evaluated = run.once(f"round{r}/eval", lambda unit: _evaluate(run, models, model, problems, benchmark,
+                                                                       out / f"round{r}" / f"eval-{eval_key[:8]}", r, config),
+                             depends_on=eval_key)
         answers = {w["id"]: w for w in evaluated.records["wrong"]}
         wrong = [(p, answers[p.id]) for p in problems if p.id in answers]  # seeds only, in seed order
         teacher = run.backend(models.teacher_backend(), "teacher")
@@ -102,7 +109,8 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
         works = run.map(f"round{r}/augment", wrong, config.chunk_size,
                         lambda unit: _augment(unit, teacher, pool, decontam, benchmark, r, config),
                         key=lambda pair: pair[0].id)
-        merged = run.once(f"round{r}/merge", lambda unit: _merge(works, pool, config))
+        merged = run.once(f"round{r}/merge", lambda unit: _merge(works, pool, config),
+                          depends_on=[pool, [w.records for w in works]])
         data += merged.records["added"]
         rejected = Counter()
         for w in [*works, merged]:
@@ -147,15 +155,16 @@ def parse_generated(text: str) -> tuple[str, str] | None:
     return (question, solution) if question and solution else None
 
 
-def _train(base: str, out: Path, r: int, config: LLM2LLMConfig) -> Work:
+def _train(base: str, out: Path, r: int, key: str, config: LLM2LLMConfig) -> Work:
     from llm_teach.launch import train_model
 
     values = {**config.train, "model": base, "data": str(out / "data" / f"round{r}.jsonl")}
-    path = train_model("sft", values, out / f"round{r}" / "train", config.train_launch)  # resumes a killed round
+    # resumes a killed round from its checkpoints
+    path = train_model("sft", values, out / f"round{r}" / f"train-{key[:8]}", config.train_launch)
     return Work(records={"model": [{"path": str(path)}]})
 
 
-def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], benchmark: str, out: Path,
+def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], benchmark: str, eval_dir: Path,
               r: int, config: LLM2LLMConfig) -> Work:
     """Accuracy of round r's student on the seeds, and what it answered on the ones it missed.
     A freshly trained checkpoint is loaded in-process (a server cannot serve it yet)."""
@@ -167,9 +176,9 @@ def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], b
     student = run.backend(models.backend(model, options), "student")
     cfg = EvalConfig(benchmark=benchmark, max_new_tokens=config.eval_max_new_tokens, template=config.eval_template,
                      seed=derive_seed(config.seed, f"round{r}/eval"))
-    summary = evaluate(student, seeds, cfg, out / f"round{r}" / "eval")
+    summary = evaluate(student, seeds, cfg, eval_dir)
     models.release(model, options)
-    items = read_jsonl(out / f"round{r}" / "eval" / "items.jsonl")
+    items = read_jsonl(eval_dir / "items.jsonl")
     wrong = [{"id": it["id"], "completion": it["completions"][0], "answer": it["answers"][0]}
              for it in items if not it["correct"][0]]
     return Work(records={"wrong": wrong, "summary": [{"accuracy": summary["accuracy"], "n": summary["n"]}]},
@@ -201,15 +210,8 @@ def _augment(unit: Unit, teacher: Backend, pool: list[str], decontam: Decontamin
             if answer is None:
                 counts["rejected/no_answer"] += 1
                 continue
-            overlap = decontam.match(question)
-            if overlap is not None:
-                counts["rejected/contaminated"] += 1
-                counts[f"decontamination/dropped/{overlap}"] += 1
+            if not admit(question, decontam, seen, counts):
                 continue
-            if seen.find(question) is not None:
-                counts["rejected/near_duplicate"] += 1
-                continue
-            seen.add(question)
             candidates.append(Problem(id=f"{seed.id}~r{r}.{j}", question=question, answer=answer, source=seed.source,
                                       solution=solution, meta={"seed": seed.id, "round": r}))
     if candidates:

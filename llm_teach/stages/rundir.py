@@ -27,7 +27,7 @@ How a stage uses it (the whole contract)::
 [...]}, counts=Counter(...))`. It must be deterministic given the unit: use `unit.seed` for
 sampling, and read state only from earlier steps' results, never from the clock or from
 what a previous crashed run left behind. A step that is one indivisible piece of work (train
-a model, propose a skill list) is `run.once(step, work)`.
+a model, propose a skill list) is `run.once(step, work, depends_on=inputs)`.
 
 Counts use "/" to group: `rejected/no_wrong_rollout`, `decontamination/dropped`. They are
 summed over units into `manifest.json["counts"]`, as is token usage per role.
@@ -129,9 +129,12 @@ class StageRun:
         Returns every unit's `Work` in order (earlier runs' results read back from disk)."""
         return self.run_units(step, self.units(step, items, size, key), work)
 
-    def once(self, step: str, work: Callable[[Unit], Work]) -> Work:
-        """A step that is one indivisible piece of work (its result is cached like a unit)."""
-        return self.run_units(step, self.units(step, [step], 1), work)[0]
+    def once(self, step: str, work: Callable[[Unit], Work], depends_on: Any = None) -> Work:
+        """A step that is one indivisible piece of work (train a model, propose a skill list,
+        merge earlier results), cached like a unit. Its key hashes `depends_on` -- the inputs
+        it is computed from -- so a re-run over changed inputs (a larger --limit, another data
+        file, a different model from an earlier step) redoes it instead of reusing a stale result."""
+        return self.run_units(step, self.units(step, [content_hash(depends_on)], 1, key=str), work)[0]
 
     def run_units(self, step: str, units: list[Unit], work: Callable[[Unit], Work]) -> list[Work]:
         log = RecordLog(self.out / "work" / f"{step}.jsonl")
@@ -199,6 +202,11 @@ class StageRun:
 def derive_seed(seed: int, key: str) -> int:
     """A 31-bit seed from a base seed and a unit key (stable across runs and machines)."""
     return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def content_hash(value: Any) -> str:
+    """A short stable hash of JSON-able content (unit keys, file names)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def ids_digest(ids: Sequence[str]) -> str:

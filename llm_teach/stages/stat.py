@@ -35,7 +35,6 @@ input and of each other; the paper describes neither filter.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -43,10 +42,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
@@ -55,7 +54,8 @@ from llm_teach.grading import answer_key, grade, last_boxed
 from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed
+from llm_teach.stages.parsing import parse_problem
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed
 
 MAX_SKILL_CHARS = 80  # a "skill" longer than this is a sentence, not a name
 MAX_SKILL_WORDS = 12
@@ -146,8 +146,8 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
 
     rng = random.Random(derive_seed(run.seed, "skill-sample"))
     sample = rng.sample(problems, min(config.skill_sample, len(problems)))
-    skills_work = derived(run, "skills", [inputs.get("skills_file"), [p.id for p in sample]],
-                          lambda unit: _propose_skills(unit, sample, teacher, config))
+    skills_work = run.once("skills", lambda unit: _propose_skills(unit, sample, teacher, config),
+                           depends_on=[inputs.get("skills_file"), [p.id for p in sample]])
     skills = [r["name"] for r in skills_work.records["skills"]]
     # Units of later steps hash what they depend on (the skill list, the judged response), so a
     # re-run over changed inputs redoes them instead of reusing stale results.
@@ -399,7 +399,7 @@ def _sel(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], p
                                        skill=skill, problem_id=pid, answer=problem.answer, source=problem.source))
         return Work(records={"sft": records}, counts=counts)
 
-    return derived(run, "sel", [picks, targets], assemble).records["sft"]
+    return run.once("sel", assemble, depends_on=[picks, targets]).records["sft"]
 
 
 def _solve_gold(unit: Unit, teacher: Backend, config: STATConfig) -> Work:
@@ -481,7 +481,7 @@ def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], m
             kept.append(record)
         return Work(records={"problems": kept}, counts=counts)
 
-    synthetic = derived(run, "syn_dedupe", written, dedupe).records["problems"]
+    synthetic = run.once("syn_dedupe", dedupe, depends_on=written).records["problems"]
     sft = []
     for record in synthetic:
         for i, solution in enumerate(record.pop("solutions"), start=1):
@@ -511,15 +511,8 @@ def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: list[str], tea
         if question is None:
             counts["rejected/syn_empty_problem"] += 1
             continue
-        overlap = decontam.match(question)
-        if overlap is not None:
-            counts["rejected/contaminated"] += 1
-            counts[f"decontamination/dropped/{overlap}"] += 1
+        if not admit(question, decontam, seen, counts):
             continue
-        if seen.find(question) is not None:
-            counts["rejected/near_duplicate"] += 1
-            continue
-        seen.add(question)
         candidates.append((task, question))
     solutions = teacher.generate([solve_prompt(q, config) for _, q in candidates], config.syn_solutions,
                                  _sampled(config, config.solve_temperature, derive_seed(unit.seed, "solve")))
@@ -635,20 +628,6 @@ def skill_key(name: str) -> str:
     return " ".join(re.sub(r"[^0-9a-z]+", " ", name.casefold()).split())
 
 
-def parse_problem(text: str) -> str | None:
-    """A written problem or question: without a leading "Problem:" / "New question:" /
-    "Example 3:" label (prompts label their examples so, and models echo it), and cut before
-    any solution or answer the teacher added anyway (it would leak the answer into the
-    question). None when less than 10 characters are left."""
-    text = (text or "").strip()
-    text = re.sub(r"^\W*(?:new\s+)?(?:problem|question|example)(?:\s*\d+)?\s*[:.]\**\s*", "", text,
-                  flags=re.IGNORECASE)
-    cut = re.search(r"^\W*(?:solution|answer|final answer)\b", text, flags=re.IGNORECASE | re.MULTILINE)
-    if cut:
-        text = text[: cut.start()]
-    text = text.strip().strip('"').strip()
-    return text if len(text) >= 10 else None
-
 
 def _list_item(value: Any) -> str:
     if isinstance(value, dict):
@@ -678,19 +657,6 @@ def solve_prompt(question: str, config: STATConfig) -> list[dict[str, str]]:
 def _sft_record(rid: str, question: str, solution: str, config: STATConfig, **extra: Any) -> dict[str, Any]:
     return {"id": rid, "messages": [*solve_prompt(question, config), {"role": "assistant", "content": solution}],
             **extra}
-
-
-def derived(run: StageRun, step: str, inputs: Any, work: Callable[[Unit], Work]) -> Work:
-    """A one-unit step computed from earlier results (often without any model call). Unlike
-    `run.once`, its unit key hashes `inputs`, so a re-run over changed inputs (a larger
-    --limit, another data file) redoes it rather than reusing a stale result; its counts join
-    the manifest like any step's."""
-    return run.map(step, [content_hash(inputs)], 1, work, key=str)[0]
-
-
-def content_hash(value: Any) -> str:
-    """A short stable hash of JSON-able content (unit keys, file names)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _records(works: list[Work], name: str) -> list[dict[str, Any]]:

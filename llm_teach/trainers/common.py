@@ -329,14 +329,16 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same config is not redone; anything else already in OUT that
-    would be overwritten or silently mixed in is an error naming the fix.
+    A finished run with the same config and the same data (file hash) is not redone; anything
+    else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
     """
     manifest = read_manifest(out)
     if manifest and manifest.get("status") == "complete":
-        if manifest.get("method") == method and manifest.get("config") == _jsonable(config):
+        same_data = manifest.get("inputs") == _jsonable(source_info(config["data"]))
+        if manifest.get("method") == method and manifest.get("config") == _jsonable(config) and same_data:
             return "done", None
-        raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different config; "
+        what = "config" if same_data else "data (the file changed since)"
+        raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
                         "choose another --out")
     checkpoints = checkpoint_dirs(out)
     if checkpoints and not resume:
