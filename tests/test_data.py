@@ -22,6 +22,8 @@ def test_gsm8k_original_format_splits_solution_and_answer(tmp_path):
     (p,) = load_problems(str(f), data_format="gsm8k")
     assert p.answer == "1200" and p.solution.startswith("3 * 4") and p.source == "gsm8k"
     assert grading_benchmark(p.source) == "gsm8k"
+    (q,) = load_problems(str(f))  # recognized by its `####` answers without being told
+    assert q.source == "gsm8k" and q.answer == "1200"
 
 
 def test_math_format_and_problem_records(tmp_path):

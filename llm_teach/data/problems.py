@@ -170,13 +170,18 @@ def _from_row(row: dict[str, Any], source: str, default_id: str, where: str, lab
         raise UserError(f"{where}: missing column 'answer'; found: {', '.join(row)}; "
                         f"map columns with --columns question=COL,answer=COL")
     answer, solution = str(row["answer"]), row.get("solution")
-    if solution is None and "####" in answer:  # original GSM8K: the answer field is the solution
+    gsm8k_format = solution is None and "####" in answer
+    if gsm8k_format:  # original GSM8K: the answer field is the solution
         solution, answer = answer, answer.rsplit("####", 1)[1].strip().replace(",", "")
     pid = row.get("id", row.get("unique_id", default_id))
     meta = row.get("meta") if isinstance(row.get("meta"), dict) else {
         k: v for k, v in row.items() if k not in ("id", "unique_id", "question", "problem", "answer", "solution", "source")
     }
-    src = row.get("source") if label is None and isinstance(row.get("source"), str) else source
+    src = source
+    if label is None and isinstance(row.get("source"), str):
+        src = row["source"]
+    elif label is None and gsm8k_format:  # numeric answers: grade them the GSM8K way
+        src = "gsm8k"
     return Problem(id=str(pid), question=str(question), answer=answer, source=src,
                    solution=None if solution is None else str(solution), meta=_jsonable(meta))
 
