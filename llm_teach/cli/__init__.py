@@ -16,16 +16,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Importing the command modules registers their commands on `app`.
-from llm_teach.cli import evaluate as _evaluate  # noqa: E402,F401
-from llm_teach.cli import models as _models  # noqa: E402,F401
-
-for _optional in ("serve", "train", "generate", "run"):
-    try:
-        __import__(f"llm_teach.cli.{_optional}")
-    except ModuleNotFoundError as exc:  # a command group not written yet
-        if exc.name != f"llm_teach.cli.{_optional}":
-            raise
+# Importing the command modules registers their commands on `app` (each imports its heavy
+# dependencies inside the command, so `llm-teach --help` stays fast).
+from llm_teach.cli import evaluate, generate, models, run, serve, train  # noqa: E402,F401
 
 
 def main() -> None:
