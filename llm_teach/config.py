@@ -87,12 +87,11 @@ def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-         defaults: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> T:
+         defaults: dict[str, Any] | None = None, flags: dict[str, Any] | None = None, where: str = "config") -> T:
     """Priority, lowest first: `defaults` (e.g. a pipeline step's values) < YAML file < `flags`
     (options the user typed on the command line) < `--set` overrides. What is typed last and
-    most specifically wins, as in most CLIs."""
+    most specifically wins, as in most CLIs. `where` names the values in errors."""
     values = dict(defaults or {})
-    where = "config"
     if path:
         values = merge(values, read_yaml(path))
         where = str(path)

@@ -197,28 +197,20 @@ def _run_eval(step: Step, out: Path) -> dict[str, Any]:
 
 def _run_generate(step: Step, out: Path) -> dict[str, Any]:
     from llm_teach.backends import BackendOptions
-    from llm_teach.stages import load_stage
+    from llm_teach.stages import run_stage
     from llm_teach.stages.models import Models
-    from llm_teach.data import load_problems
-    import dataclasses
 
     o = step.options
     where = f"step '{step.name}'"
     for key in ("teacher", "data"):
         if key not in o:
             raise UserError(f"{where}: generate needs '{key}'")
-    function, config_cls = load_stage(step.target)
-    values = dict(o.get("config", {}))
-    if o.get("decontaminate"):
-        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
-            raise UserError(f"{where}: stage '{step.target}' generates no new problems: decontaminate does not apply")
-        values = merge(values, {"decontamination": {"paths": list(o["decontaminate"])}})
-    config = build(config_cls, values, f"{where}: config")
     models = Models(teacher=str(o["teacher"]), student=str(o.get("student", o["teacher"])),
                     teacher_options=build(BackendOptions, o.get("teacher_backend", {}), f"{where}: teacher_backend"),
                     student_options=build(BackendOptions, o.get("student_backend", {}), f"{where}: student_backend"))
-    problems = load_problems(str(o["data"]), o.get("limit"), split=o.get("split", "train"))
-    manifest = function(problems, models, config, out)
+    manifest = run_stage(step.target, models, data=str(o["data"]), out=str(out), limit=o.get("limit"),
+                         split=o.get("split", "train"), decontaminate=o.get("decontaminate"),
+                         values=dict(o.get("config", {})), where=f"{where}: config")
     return {"out": str(out), "counts": manifest.get("counts", {})}
 
 

@@ -14,7 +14,7 @@ import typer
 
 from llm_teach.cli import app
 from llm_teach.cli import options as opt
-from llm_teach.stages import STAGES
+from llm_teach.stages import STAGES, run_stage
 
 generate_app = typer.Typer(help="Generate training data with a teaching stage (resumable: re-run the same --out).",
                            no_args_is_help=True)
@@ -75,32 +75,6 @@ def _register(stage: str, help_text: str) -> None:
         print_counts(stage, out, manifest)
 
     command.__name__ = f"generate_{stage}"
-
-
-def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = None, columns=None,
-              split: str = "train", config_file: str | None = None, overrides: list[str] | None = None,
-              decontaminate: list[str] | None = None, values: dict | None = None) -> dict:
-    """Resolve the stage and its config, load the problems and run it (shared with pipelines)."""
-    import dataclasses
-
-    from llm_teach import config as config_loader
-    from llm_teach.data import load_problems
-    from llm_teach.errors import UserError
-    from llm_teach.models import parse_spec
-    from llm_teach.stages import load_stage
-
-    function, config_cls = load_stage(stage)
-    flags = {}
-    if decontaminate:
-        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
-            raise UserError(f"stage '{stage}' generates no new problems: --decontaminate does not apply")
-        flags["decontamination"] = {"paths": list(decontaminate)}
-    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags)
-    for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
-        if options.backend in ("hf", "vllm"):
-            parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
-    problems = load_problems(data, limit, split=split, columns=columns)
-    return function(problems, models, config, out)
 
 
 def print_counts(stage: str, out: str, manifest: dict) -> None:

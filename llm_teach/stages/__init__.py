@@ -58,4 +58,31 @@ def load_stage(name: str) -> tuple[Callable[..., dict[str, Any]], type]:
     return getattr(module, entry.function), getattr(module, entry.config)
 
 
-__all__ = ["STAGES", "StageEntry", "load_stage"]
+def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = None,
+              columns: dict[str, str] | None = None, split: str = "train", config_file: str | None = None,
+              overrides: list[str] | None = None, decontaminate: list[str] | None = None,
+              values: dict[str, Any] | None = None, where: str = "config") -> dict[str, Any]:
+    """Resolve a stage and its config, check the model specs, load the problems and run it:
+    what `llm-teach generate` and pipeline steps both do. Config priority: `values` < YAML
+    `config_file` < `decontaminate` files < `--set` `overrides`."""
+    import dataclasses
+
+    from llm_teach import config as config_loader
+    from llm_teach.data import load_problems
+    from llm_teach.models import parse_spec
+
+    function, config_cls = load_stage(stage)
+    flags: dict[str, Any] = {}
+    if decontaminate:
+        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise UserError(f"stage '{stage}' generates no new problems: decontamination files do not apply")
+        flags["decontamination"] = {"paths": list(decontaminate)}
+    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags, where=where)
+    for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
+        if options.backend in ("hf", "vllm"):
+            parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
+    problems = load_problems(data, limit, split=split, columns=columns)
+    return function(problems, models, config, out)
+
+
+__all__ = ["STAGES", "StageEntry", "load_stage", "run_stage"]
