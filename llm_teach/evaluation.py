@@ -41,6 +41,43 @@ class EvalConfig:
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
+@dataclass
+class SuiteEntry:
+    """One benchmark of an eval suite (`eval/suites/*.yaml`); unset fields take the command's options.
+
+    A suite names what to run together so numbers stay comparable across runs and models."""
+
+    benchmark: str  # gsm8k, math500 or rg:TASK
+    data: str | None = None  # problem source; default: the benchmark itself
+    limit: int | None = None
+    samples: int | None = None
+    temperature: float | None = None
+    max_new_tokens: int | None = None
+    name: str | None = None  # sub-directory of --out; default: the benchmark with ':' -> '-'
+
+    @property
+    def dir_name(self) -> str:
+        return self.name or self.benchmark.replace(":", "-")
+
+
+def load_suite(path: str | Path) -> list[SuiteEntry]:
+    """Read a suite file: `benchmarks:` is a list of SuiteEntry mappings; typos are errors."""
+    from llm_teach.config import build, read_yaml
+
+    raw = read_yaml(path)
+    unknown = set(raw) - {"benchmarks"}
+    if unknown:
+        raise UserError(f"{path}: unknown key '{sorted(unknown)[0]}' (a suite has only 'benchmarks:')")
+    entries = raw.get("benchmarks")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{path}: 'benchmarks' must be a non-empty list of mappings")
+    suite = [build(SuiteEntry, entry, f"{path}: benchmarks[{i}]") for i, entry in enumerate(entries)]
+    names = [e.dir_name for e in suite]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: two benchmarks write to the same directory; give them distinct 'name:'s")
+    return suite
+
+
 def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate, grade and write `items.jsonl` + `summary.json` under `out_dir`; return the summary."""
     out = Path(out_dir)

@@ -98,3 +98,30 @@ def test_smollm2_on_real_gsm8k(tmp_path, smollm2_dir):
     assert summary["n"] == 2 and 0.0 <= summary["accuracy"] <= 1.0
     items = [json.loads(x) for x in (tmp_path / "g" / "items.jsonl").read_text().splitlines()]
     assert items[0]["gold"] == "18" and items[0]["completions"][0].strip()
+
+
+def test_suite_runs_each_benchmark_into_its_own_directory(tmp_path, tiny_model_dir):
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"}) + "\n"
+                           for i in range(3)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"benchmarks:\n"
+                     f"  - {{benchmark: 'rg:chain_sum', limit: 3, max_new_tokens: 8}}\n"
+                     f"  - {{benchmark: gsm8k, data: {gsm}, max_new_tokens: 8, samples: 2}}\n"
+                     f"  - {{benchmark: math500, data: {tmp_path / 'absent' / 'test.jsonl'}}}\n")
+    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--limit", "2", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    assert "skipping math500" in r.stderr
+    result = json.loads((tmp_path / "s" / "suite.json").read_text())
+    assert result["skipped"] == ["math500"] and list(result["results"]) == ["rg-chain_sum", "gsm8k"]
+    assert result["results"]["gsm8k"]["samples"] == 2 and result["results"]["gsm8k"]["n"] == 2  # --limit caps
+    for name, n in (("rg-chain_sum", 2), ("gsm8k", 2)):
+        assert len((tmp_path / "s" / name / "items.jsonl").read_text().splitlines()) == n
+
+
+def test_suite_typo_is_one_line(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("benchmarks:\n  - {benchmark: gsm8k, limt: 3}\n")
+    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--out", str(tmp_path / "s"))
+    assert r.returncode == 2 and "unknown key 'limt'" in r.stderr and "did you mean 'limit'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -15,6 +16,7 @@ def eval_(
     model: Annotated[str, typer.Option("--model", help="Model spec (see `llm-teach models list`) or served model name.")],
     out: opt.Out,
     benchmark: Annotated[Optional[str], typer.Option("--benchmark", help="gsm8k, math500 or rg:TASK; sets grading and the default data.")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", help="YAML list of benchmarks to run together (eval/suites/); results go to OUT/<name>/ and OUT/suite.json.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Where problems come from (default: the benchmark itself); a path is read locally, nothing is fetched.")] = None,
     limit: opt.Limit = None,
     columns: opt.Columns = None,
@@ -34,33 +36,65 @@ def eval_(
     batch_size: opt.BatchSize = 16,
     tensor_parallel_size: opt.TensorParallel = 1,
 ) -> None:
-    """Evaluate MODEL on a benchmark; writes OUT/items.jsonl, OUT/summary.json, OUT/manifest.json."""
+    """Evaluate MODEL on a benchmark (or a --suite of them); writes items.jsonl, summary.json, manifest.json."""
     from llm_teach.backends import make_backend
-    from llm_teach.data import load_problems
     from llm_teach.errors import UserError
-    from llm_teach.evaluation import EvalConfig, evaluate
+    from llm_teach.data.jsonl import write_json_atomic
+    from llm_teach.evaluation import EvalConfig, SuiteEntry, evaluate, load_suite
     from llm_teach.models import parse_spec
 
-    if benchmark is None:
-        if data is None or not (data in ("gsm8k", "math500") or data.startswith("rg:")):
-            raise UserError("--benchmark is needed (gsm8k, math500 or rg:TASK) unless --data names one")
-        benchmark = data.split("?")[0]
-    if not (benchmark in ("gsm8k", "math500") or benchmark.startswith("rg:")):
-        raise UserError(f"unknown benchmark '{benchmark}' (gsm8k, math500 or rg:TASK)")
+    if suite is not None:
+        if benchmark is not None or data is not None:
+            raise UserError("--suite names its own benchmarks and data; drop --benchmark/--data")
+        entries = load_suite(suite)
+    else:
+        if benchmark is None:
+            if data is None or not (data in ("gsm8k", "math500") or data.startswith("rg:")):
+                raise UserError("--benchmark is needed (gsm8k, math500 or rg:TASK) unless --data names one")
+            benchmark = data.split("?")[0]
+        entries = [SuiteEntry(benchmark=benchmark, data=data)]
+    for entry in entries:
+        if not (entry.benchmark in ("gsm8k", "math500") or entry.benchmark.startswith("rg:")):
+            raise UserError(f"unknown benchmark '{entry.benchmark}' (gsm8k, math500 or rg:TASK)")
     if samples < 1:
         raise UserError("--samples must be at least 1")
     if backend in ("hf", "vllm"):
         parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
-    source = data or benchmark
-    label = benchmark if not benchmark.startswith("rg:") else None
-    problems = load_problems(source, limit, split="test", columns=opt.parse_columns(columns), data_format=label)
-    config = EvalConfig(benchmark=benchmark, samples=samples,
-                        temperature=temperature if temperature is not None else (0.0 if samples == 1 else 0.7),
-                        top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, template=template)
+    # Every benchmark's problems are read before the model loads: a bad file fails in seconds.
+    jobs = [(entry, problems) for entry in entries
+            if (problems := _problems(entry, limit, columns, skip_missing=suite is not None)) is not None]
     engine = make_backend(model, opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype,
                                                      batch_size, tensor_parallel_size, timeout, max_retries))
-    summary = evaluate(engine, problems, config, out)
-    print_summary(summary)
+    summaries = []
+    for entry, problems in jobs:
+        k = entry.samples or samples
+        t = entry.temperature if entry.temperature is not None else temperature
+        config = EvalConfig(benchmark=entry.benchmark, samples=k, temperature=t if t is not None else (0.0 if k == 1 else 0.7),
+                            top_p=top_p, max_new_tokens=entry.max_new_tokens or max_new_tokens, seed=seed,
+                            template=template)
+        summary = evaluate(engine, problems, config, Path(out) / entry.dir_name if suite else out)
+        summaries.append(summary)
+        print_summary(summary)
+    if suite is not None:
+        skipped = [e.dir_name for e in entries if e not in [entry for entry, _ in jobs]]
+        write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped,
+                                                     "results": {e.dir_name: s for (e, _), s in zip(jobs, summaries)}})
+
+
+def _problems(entry, limit: int | None, columns: str | None, skip_missing: bool):
+    """The entry's problems, capped by --limit; None (with a notice) for a suite's missing local file."""
+    import sys
+
+    from llm_teach.data import load_problems
+
+    source = entry.data or entry.benchmark
+    if skip_missing and entry.data and not Path(source).exists() and ("/" in source or "." in Path(source).name):
+        print(f"skipping {entry.dir_name}: {source} is not on this machine", file=sys.stderr)
+        return None
+    caps = [n for n in (entry.limit, limit) if n is not None]
+    label = entry.benchmark if not entry.benchmark.startswith("rg:") else None
+    return load_problems(source, min(caps) if caps else None, split="test", columns=opt.parse_columns(columns),
+                         data_format=label)
 
 
 def print_summary(summary: dict) -> None:
