@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.errors import UserError
@@ -16,6 +16,7 @@ from llm_teach.stages.arte import (ARTEConfig, arte, brainstorms, one_shot_promp
                                    split_probe)
 from llm_teach.stages.models import Models
 from scripted_backend import ScriptedBackend
+from stage_kill import killed_run_matches_reference
 
 NO_BENCHMARKS = DecontamConfig(benchmarks=[])
 
@@ -188,7 +189,7 @@ def test_cli_on_tiny_random_aligns_the_teacher_and_survives_sigkill_during_dpo(t
     import subprocess
     import time
 
-    from conftest import CLI, ROOT
+    from conftest import CLI
 
     args = ["generate", "arte", "--teacher", "tiny-random", "--student", "tiny-random", "--data", "rg:chain_sum",
             "--limit", "6", *FAST]
@@ -305,23 +306,7 @@ arte(problems, Models.of(*pure_models(problems, delay=0.03)), ARTEConfig(**PURE_
 
 
 def test_arte_survives_sigkill_with_identical_records(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-    from test_stage_stat import kill_at_random_times, timed_run
-
     script = tmp_path / "run_arte.py"
     script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    seconds = timed_run([sys.executable, str(script), str(reference)], reference)
-    manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["summary"]["dpo_pairs"] > 0 and manifest["summary"]["sft_records"] > 0  # every step has work
-    kill_at_random_times([sys.executable, str(script), str(resumed)], resumed, seconds, kills=3, seed=7)
-    assert not (resumed / "sft.jsonl").exists()
-    assert subprocess.run([sys.executable, script, resumed], cwd=ROOT, capture_output=True).returncode == 0
-    for name in [*OUTPUTS, *(f"work/{p.name}" for p in (reference / "work").iterdir())]:
-        assert (resumed / name).read_bytes() == (reference / name).read_bytes(), name
-    again = json.loads((resumed / "manifest.json").read_text())
-    assert again["counts"] == manifest["counts"] and again["usage"] == manifest["usage"]
-    assert not list(resumed.rglob("*.part"))
+    manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=7)
+    assert manifest["summary"]["dpo_pairs"] > 0 and manifest["summary"]["sft_records"] > 0  # every step had work

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.data.problems import Problem
@@ -20,6 +20,7 @@ from llm_teach.stages.stat import (STATConfig, agreeing_solutions, allocate, ded
                                    match_skills, parse_name_list, parse_skill_file, select,
                                    shown_response, skill_profile, solution_target, stat)
 from scripted_backend import ScriptedBackend
+from stage_kill import killed_run_matches_reference
 
 NO_BENCHMARKS = DecontamConfig(benchmarks=[])  # the scripted tests do not need GSM8K/MATH-500 loaded
 
@@ -414,68 +415,8 @@ OUTPUTS = ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "miss
            "sft.jsonl")
 
 
-def _started(out, since: float) -> bool:
-    """The run has reached its stage (StageRun writes manifest.json first thing)."""
-    path = out / "manifest.json"
-    return path.exists() and path.stat().st_mtime > since
-
-
-def timed_run(command: list[str], out) -> float:
-    """Run to completion; return the seconds of stage work (after imports and start-up)."""
-    import subprocess
-    import time
-
-    from conftest import ROOT
-
-    began = time.time()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not _started(out, began) and proc.poll() is None:
-        time.sleep(0.01)
-    started = time.time()
-    assert proc.wait() == 0
-    return time.time() - started
-
-
-def kill_at_random_times(command: list[str], out, seconds: float, kills: int, seed: int) -> None:
-    """Start `command` `kills` times, SIGKILLing each run 10-30% of an uninterrupted run's
-    work `seconds` after its stage started, so every kill lands before the work is done, at
-    points spread over the whole stage (in model calls, between a unit and its log line, ...)."""
-    import random
-    import signal
-    import subprocess
-    import time
-
-    from conftest import ROOT
-
-    rng = random.Random(seed)
-    for _ in range(kills):
-        began = time.time()
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not _started(out, began) and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.1, 0.3) * seconds)
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-
 def test_stat_survives_sigkill_with_identical_records(tmp_path):
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     script = tmp_path / "run_stat.py"
     script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    seconds = timed_run([sys.executable, str(script), str(reference)], reference)
-    manifest = json.loads((reference / "manifest.json").read_text())
-    assert manifest["summary"]["sel_records"] > 0 and manifest["summary"]["syn_records"] > 0  # every step has work
-    kill_at_random_times([sys.executable, str(script), str(resumed)], resumed, seconds, kills=3, seed=5)
-    assert (resumed / "work").is_dir() and not (resumed / "sft.jsonl").exists()
-    assert subprocess.run([sys.executable, script, resumed], cwd=ROOT, capture_output=True).returncode == 0
-    for name in OUTPUTS + tuple(f"work/{p.name}" for p in (reference / "work").iterdir()):
-        assert (resumed / name).read_bytes() == (reference / name).read_bytes(), name
-    again = json.loads((resumed / "manifest.json").read_text())
-    assert again["counts"] == manifest["counts"] and again["usage"] == manifest["usage"]
-    assert not list(resumed.rglob("*.part"))
+    manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=5)
+    assert manifest["summary"]["sel_records"] > 0 and manifest["summary"]["syn_records"] > 0  # every step had work
