@@ -33,15 +33,15 @@ a train step produced). Step kinds and their keys:
   {config_file, num_processes, args}: how ZeRO configs are used)
 
 Every key is checked: an unknown one is a one-line error naming the file, the step and the key.
-A step whose definition is unchanged and which completed before is skipped (`OUT/pipeline.json`
-records each finished step); an interrupted step resumes, since stages, trainers and evaluation
-all resume their own output directories.
+A step whose definition and inputs (the steps it refers to) are unchanged and which completed
+before is skipped (`OUT/pipeline.json` records each step); an interrupted step resumes, since
+stages, trainers and evaluation all resume their own output directories. A step whose
+definition or inputs changed starts over; its old output is kept as `OUT/<step>.stale-N`.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 import time
@@ -131,22 +131,47 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     done: dict[str, Any] = state.get("steps", {})
     results: dict[str, dict[str, Any]] = {}
+    fingerprints: dict[str, str] = {}
     for step in pipeline.steps:
         resolved = _resolve(step, pipeline.vars, results, out)
-        fingerprint = _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options})
+        # A step's identity includes the identity of every step it reads: paths like
+        # ${sft.model} stay the same when what is behind them changes.
+        fingerprint = _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options,
+                             "inputs": {name: fingerprints[name] for name in sorted(_steps_read(step))}})
+        fingerprints[step.name] = fingerprint
         previous = done.get(step.name)
         if previous and previous.get("fingerprint") == fingerprint and previous.get("status") == "complete":
             echo(f"[{step.name}] complete, skipped")
             results[step.name] = previous["result"]
             continue
+        step_out = out / step.name
+        if previous and previous.get("fingerprint") != fingerprint and step_out.exists():
+            # Its output answers another definition: keep it aside rather than resume from it.
+            stale = _set_aside(step_out)
+            echo(f"[{step.name}] changed (or an input changed); the previous output is now {stale.name}")
         echo(f"[{step.name}] {step.kind} {resolved.target}")
+        done[step.name] = {"fingerprint": fingerprint, "status": "running"}
+        write_json_atomic(state_path, {"pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
         started = time.time()
-        result = _RUNNERS[step.kind](resolved, out / step.name)
+        result = _RUNNERS[step.kind](resolved, step_out)
         result["seconds"] = round(time.time() - started, 1)
         results[step.name] = result
         done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
         write_json_atomic(state_path, {"pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
     return results
+
+
+def _steps_read(step: Step) -> set[str]:
+    """Names of the earlier steps whose outputs this step refers to."""
+    return {scope for scope, _ in _REF.findall(json.dumps([step.target, step.options], default=str))
+            if scope != "vars"}
+
+
+def _set_aside(path: Path) -> Path:
+    n = 1
+    while (stale := path.with_name(f"{path.name}.stale-{n}")).exists():
+        n += 1
+    return path.rename(stale)
 
 
 def check_pipeline(pipeline: Pipeline, out: Path) -> None:
@@ -278,4 +303,6 @@ def _known(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _hash(obj: Any) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from llm_teach.stages.rundir import content_hash
+
+    return "sha256:" + content_hash(obj)
