@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 import yaml
 
@@ -67,17 +67,22 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> None:
+    """An unknown key is a one-line error naming where it is and the closest known key."""
+    allowed = set(allowed)
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(allowed))}"
+            raise UserError(f"{where}: unknown key '{key}'{hint}")
+
+
 def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     """Instantiate dataclass `cls` from a mapping, checking keys and coercing simple types."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(fields))}"
-            raise UserError(f"{where}: unknown key '{key}'{hint}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}: key '{key}'")
+    check_keys(values, fields, where)
+    kwargs = {key: _coerce(value, hints[key], f"{where}: key '{key}'") for key, value in values.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing

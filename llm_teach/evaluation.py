@@ -43,9 +43,9 @@ class EvalConfig:
 
 @dataclass
 class SuiteEntry:
-    """One benchmark of an eval suite (`eval/suites/*.yaml`); unset fields take the command's options.
-
-    A suite names what to run together so numbers stay comparable across runs and models."""
+    """One benchmark of an eval suite (`eval/suites/*.yaml`). Unset fields take the command's
+    options; `--limit` caps every entry. A suite names what to run together so numbers stay
+    comparable across runs and models."""
 
     benchmark: str  # gsm8k, math500 or rg:TASK
     data: str | None = None  # problem source; default: the benchmark itself
@@ -55,6 +55,11 @@ class SuiteEntry:
     max_new_tokens: int | None = None
     name: str | None = None  # sub-directory of --out; default: the benchmark with ':' -> '-'
 
+    def __post_init__(self) -> None:
+        for key in ("limit", "samples", "max_new_tokens"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"'{key}' must be at least 1")
+
     @property
     def dir_name(self) -> str:
         return self.name or self.benchmark.replace(":", "-")
@@ -62,12 +67,10 @@ class SuiteEntry:
 
 def load_suite(path: str | Path) -> list[SuiteEntry]:
     """Read a suite file: `benchmarks:` is a list of SuiteEntry mappings; typos are errors."""
-    from llm_teach.config import build, read_yaml
+    from llm_teach.config import build, check_keys, read_yaml
 
     raw = read_yaml(path)
-    unknown = set(raw) - {"benchmarks"}
-    if unknown:
-        raise UserError(f"{path}: unknown key '{sorted(unknown)[0]}' (a suite has only 'benchmarks:')")
+    check_keys(raw, {"benchmarks"}, str(path))
     entries = raw.get("benchmarks")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise UserError(f"{path}: 'benchmarks' must be a non-empty list of mappings")

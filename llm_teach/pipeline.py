@@ -41,7 +41,6 @@ definition or inputs changed starts over; its old output is kept as `OUT/<step>.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import time
@@ -49,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_teach.config import build, merge, parse_overrides, read_yaml
+from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.errors import UserError
 
@@ -84,7 +83,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     """Read and validate a pipeline file (`--set vars.x=y` overrides apply first)."""
     path = Path(path)
     raw = merge(read_yaml(path), parse_overrides(overrides))
-    _known(raw, TOP_KEYS, f"{path}")
+    check_keys(raw, TOP_KEYS, f"{path}")
     if not isinstance(raw.get("steps"), list) or not raw["steps"]:
         raise UserError(f"{path}: 'steps' must be a non-empty list")
     variables = raw.get("vars") or {}
@@ -105,14 +104,14 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         if len(kinds) != 1:
             raise UserError(f"{where}: needs exactly one of {', '.join(KINDS)}")
         kind = kinds[0]
-        _known(item, {"name", kind} | KINDS[kind], where)
+        check_keys(item, {"name", kind} | KINDS[kind], where)
         if not isinstance(item[kind], str):
             raise UserError(f"{where}: '{kind}' must be text (the {'model' if kind == 'eval' else 'stage' if kind == 'generate' else 'method'})")
         options = {k: v for k, v in item.items() if k not in ("name", kind)}
         if kind == "train" and isinstance(options.get("launch"), dict):
             from llm_teach.launch import LAUNCH_KEYS
 
-            _known(options["launch"], LAUNCH_KEYS, f"{where}: launch")
+            check_keys(options["launch"], LAUNCH_KEYS, f"{where}: launch")
         for key in ("config", "backend", "teacher_backend", "student_backend", "launch"):
             if key in options and not isinstance(options[key], dict):
                 raise UserError(f"{where}: '{key}' must be a mapping")
@@ -292,14 +291,6 @@ def _check_refs(obj: Any, earlier: set[str], variables: dict[str, Any], where: s
                 raise UserError(f"{where}: '${{{scope}.{key}}}' refers to no earlier step")
             elif key not in ("out", "model"):
                 raise UserError(f"{where}: '${{{scope}.{key}}}': a step offers only .out and .model")
-
-
-def _known(mapping: dict[str, Any], allowed: set[str], where: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(allowed))}"
-            raise UserError(f"{where}: unknown key '{key}'{hint}")
 
 
 def _hash(obj: Any) -> str:

@@ -115,13 +115,26 @@ def test_suite_runs_each_benchmark_into_its_own_directory(tmp_path, tiny_model_d
     result = json.loads((tmp_path / "s" / "suite.json").read_text())
     assert result["skipped"] == ["math500"] and list(result["results"]) == ["rg-chain_sum", "gsm8k"]
     assert result["results"]["gsm8k"]["samples"] == 2 and result["results"]["gsm8k"]["n"] == 2  # --limit caps
+    assert result["results"]["rg-chain_sum"]["samples"] == 1
     for name, n in (("rg-chain_sum", 2), ("gsm8k", 2)):
         assert len((tmp_path / "s" / name / "items.jsonl").read_text().splitlines()) == n
+    # options typed on the command line beat the suite's values
+    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--limit", "1", "--samples", "3",
+                "--max-new-tokens", "4", "--out", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr
+    for summary in json.loads((tmp_path / "t" / "suite.json").read_text())["results"].values():
+        assert summary["samples"] == 3 and summary["max_new_tokens"] == 4 and summary["n"] == 1
 
 
-def test_suite_typo_is_one_line(tmp_path):
+@pytest.mark.parametrize("entries, message", [
+    ("  - {benchmark: gsm8k, limt: 3}", "benchmarks[0]: unknown key 'limt'; did you mean 'limit'?"),
+    ("  - {benchmark: gsm8k, samples: 0}", "benchmarks[0]: 'samples' must be at least 1"),
+    ("  - {benchmark: gsm8k}\n  - {benchmark: gsm8k, limit: 2}", "distinct 'name:'s"),
+    ("  - {benchmark: 'rg:chain_sum', data: nowhere/test.jsonl}", "none of its benchmarks' data is on this machine"),
+])
+def test_bad_suites_are_one_line(tmp_path, entries, message):
     suite = tmp_path / "suite.yaml"
-    suite.write_text("benchmarks:\n  - {benchmark: gsm8k, limt: 3}\n")
+    suite.write_text(f"benchmarks:\n{entries}\n")
     r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--out", str(tmp_path / "s"))
-    assert r.returncode == 2 and "unknown key 'limt'" in r.stderr and "did you mean 'limit'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+    assert r.returncode == 2 and message in r.stderr and str(suite) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,10 +21,10 @@ def eval_(
     data: Annotated[Optional[str], typer.Option("--data", help="Where problems come from (default: the benchmark itself); a path is read locally, nothing is fetched.")] = None,
     limit: opt.Limit = None,
     columns: opt.Columns = None,
-    samples: Annotated[int, typer.Option("--samples", help="Completions per problem (K); K>1 adds maj@K and pass@K.")] = 1,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Completions per problem (K; default 1); K>1 adds maj@K and pass@K.")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="0 = greedy. Default 0 for one sample, 0.7 for several.")] = None,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 512,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Default 512.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     template: Annotated[str, typer.Option("--template", help="Prompt template under prompts/.")] = "eval/boxed.jinja",
     backend: opt.Backend = "hf",
@@ -39,7 +40,9 @@ def eval_(
     """Evaluate MODEL on a benchmark (or a --suite of them); writes items.jsonl, summary.json, manifest.json."""
     from llm_teach.backends import make_backend
     from llm_teach.errors import UserError
+    from llm_teach.data import load_problems
     from llm_teach.data.jsonl import write_json_atomic
+    from llm_teach.data.problems import local_file
     from llm_teach.evaluation import EvalConfig, SuiteEntry, evaluate, load_suite
     from llm_teach.models import parse_spec
 
@@ -56,45 +59,43 @@ def eval_(
     for entry in entries:
         if not (entry.benchmark in ("gsm8k", "math500") or entry.benchmark.startswith("rg:")):
             raise UserError(f"unknown benchmark '{entry.benchmark}' (gsm8k, math500 or rg:TASK)")
-    if samples < 1:
+    if samples is not None and samples < 1:
         raise UserError("--samples must be at least 1")
     if backend in ("hf", "vllm"):
         parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
     # Every benchmark's problems are read before the model loads: a bad file fails in seconds.
-    jobs = [(entry, problems) for entry in entries
-            if (problems := _problems(entry, limit, columns, skip_missing=suite is not None)) is not None]
+    jobs, skipped = [], []
+    for entry in entries:
+        path = local_file(entry.data) if entry.data else None
+        if suite is not None and path is not None and not path.exists():
+            print(f"skipping {entry.dir_name}: {path} is not on this machine", file=sys.stderr)
+            skipped.append(entry.dir_name)
+            continue
+        caps = [n for n in (entry.limit, limit) if n is not None]
+        jobs.append((entry, load_problems(entry.data or entry.benchmark, min(caps) if caps else None, split="test",
+                                          columns=opt.parse_columns(columns),
+                                          data_format=None if entry.benchmark.startswith("rg:") else entry.benchmark)))
+    if not jobs:
+        raise UserError(f"{suite}: none of its benchmarks' data is on this machine")
     engine = make_backend(model, opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype,
                                                      batch_size, tensor_parallel_size, timeout, max_retries))
-    summaries = []
+    results = {}
     for entry, problems in jobs:
-        k = entry.samples or samples
-        t = entry.temperature if entry.temperature is not None else temperature
-        config = EvalConfig(benchmark=entry.benchmark, samples=k, temperature=t if t is not None else (0.0 if k == 1 else 0.7),
-                            top_p=top_p, max_new_tokens=entry.max_new_tokens or max_new_tokens, seed=seed,
-                            template=template)
-        summary = evaluate(engine, problems, config, Path(out) / entry.dir_name if suite else out)
-        summaries.append(summary)
-        print_summary(summary)
+        # What is typed on the command line wins over the suite, which wins over the defaults.
+        k = _first(samples, entry.samples, 1)
+        config = EvalConfig(benchmark=entry.benchmark, samples=k, temperature=_first(temperature, entry.temperature,
+                                                                                     0.0 if k == 1 else 0.7),
+                            top_p=top_p, max_new_tokens=_first(max_new_tokens, entry.max_new_tokens, 512),
+                            seed=seed, template=template)
+        results[entry.dir_name] = evaluate(engine, problems, config, Path(out) / entry.dir_name if suite else out)
+        print_summary(results[entry.dir_name])
     if suite is not None:
-        skipped = [e.dir_name for e in entries if e not in [entry for entry, _ in jobs]]
         write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped,
-                                                     "results": {e.dir_name: s for (e, _), s in zip(jobs, summaries)}})
+                                                     "results": results})
 
 
-def _problems(entry, limit: int | None, columns: str | None, skip_missing: bool):
-    """The entry's problems, capped by --limit; None (with a notice) for a suite's missing local file."""
-    import sys
-
-    from llm_teach.data import load_problems
-
-    source = entry.data or entry.benchmark
-    if skip_missing and entry.data and not Path(source).exists() and ("/" in source or "." in Path(source).name):
-        print(f"skipping {entry.dir_name}: {source} is not on this machine", file=sys.stderr)
-        return None
-    caps = [n for n in (entry.limit, limit) if n is not None]
-    label = entry.benchmark if not entry.benchmark.startswith("rg:") else None
-    return load_problems(source, min(caps) if caps else None, split="test", columns=opt.parse_columns(columns),
-                         data_format=label)
+def _first(*values):
+    return next(v for v in values if v is not None)
 
 
 def print_summary(summary: dict) -> None:

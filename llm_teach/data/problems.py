@@ -54,6 +54,14 @@ def grading_benchmark(source: str) -> str:
     return source if source in ("gsm8k", "math500") else "math500"
 
 
+def local_file(source: str) -> Path | None:
+    """The path a SOURCE names when it is a local file (whether or not it exists), else None."""
+    if source.startswith("rg:"):
+        return None
+    path = Path(source)
+    return path if path.suffix in (".jsonl", ".json", ".parquet") or path.exists() else None
+
+
 def load_problems(source: str, limit: int | None = None, *, split: str = "test",
                   columns: dict[str, str] | None = None, data_format: str | None = None) -> list[Problem]:
     """Load problems from a SOURCE (see module docstring). `split` picks the hub split for named
@@ -62,8 +70,8 @@ def load_problems(source: str, limit: int | None = None, *, split: str = "test",
         raise UserError(f"--limit must be at least 1 (got {limit})")
     if source.startswith("rg:"):
         return load_reasoning_gym(source, limit)
-    path = Path(source)
-    if path.suffix in (".jsonl", ".json", ".parquet") or path.exists():
+    path = local_file(source)
+    if path is not None:
         return load_file(path, limit, columns=columns, label=data_format)
     if source in NAMED_SOURCES:
         return load_hub(source, split, limit)
