@@ -213,3 +213,14 @@ def test_api_key_is_sent_but_never_written(tmp_path):
     assert server.authorization == {f"Bearer {secret}"}
     written = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
     assert secret not in written
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://user:secret@[::1]:8000/v1", "http://user:***@[::1]:8000/v1"),
+    ("https://user:secret@Teacher.example/v1", "https://user:***@Teacher.example/v1"),
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+])
+def test_credentials_in_the_url_are_masked_wherever_it_is_shown(url, shown):
+    from llm_teach.backends.openai import _without_password
+
+    assert _without_password(url) == shown

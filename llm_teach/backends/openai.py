@@ -382,7 +382,7 @@ def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")).geturl()
+    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 def _read_api_key(env_name: str | None) -> str | None:
