@@ -217,3 +217,29 @@ def test_empty_store(tmp_path):
     assert len(store) == 0 and list(store.keys()) == []
     with pytest.raises(KeyError):
         store.get("x")
+
+
+def test_append_scored_sorts_pads_and_never_stores_twice(tmp_path):
+    """A backend's score(top_k=k) rows go in sorted by log-prob, cut or padded to k (an empty
+    row too, which a server may return); a key already stored returns its ref, as after a crash."""
+    from llm_teach.backends.base import TokenLogprobs
+    from llm_teach.errors import UserError
+    from llm_teach.trainers.logit_store import PAD_LOGPROB, append_scored, open_writer
+
+    scored = TokenLogprobs(token_ids=[7, 8, 9], logprobs=[-0.5, -1.0, -2.0],
+                           top_k=[{3: -2.0, 7: -0.5, 1: -1.0, 4: -3.0, 5: -9.0}, {8: -1.0}, {}])
+    with open_writer(tmp_path / "s", k=K) as w:
+        ref = append_scored(w, "a", scored)
+        assert append_scored(w, "a", TokenLogprobs([1], [0.0], [{1: 0.0}])) == ref
+        with pytest.raises(UserError, match="no top-k log-probs for 'b'"):
+            append_scored(w, "b", TokenLogprobs([1], [0.0], None))
+        empty = append_scored(w, "empty", TokenLogprobs([], [], []))
+    with open_writer(tmp_path / "s", k=K) as w:  # reopened: the stored ref comes back
+        assert append_scored(w, "a", scored) == ref and w.ref("empty") == empty and "b" not in w
+    rec = TopKLogitStore(tmp_path / "s").get(ref)
+    assert rec.token_ids.tolist() == [7, 8, 9] and empty["length"] == 0
+    assert rec.topk_ids.tolist() == [[7, 1, 3, 4], [8, 8, 8, 8], [0, 0, 0, 0]]
+    np.testing.assert_allclose(rec.topk_logprobs.astype(np.float32),
+                               [[-0.5, -1.0, -2.0, -3.0], [-1.0] + [PAD_LOGPROB] * 3, [PAD_LOGPROB] * 4], rtol=1e-3)
+    with pytest.raises(UserError, match="store has k=4"):
+        open_writer(tmp_path / "s", k=8)

@@ -24,7 +24,6 @@ for inspection), `logits/` (the top-k store), `manifest.json`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,11 @@ from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.problems import Problem, grading_benchmark
-from llm_teach.errors import UserError
 from llm_teach.grading import answer_key, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
-from llm_teach.trainers.logit_store import TopKLogitWriter
-
-PAD_LOGPROB = -1e4  # fills top-k rows a server returned short (finite: float16-safe, exp() == 0)
+from llm_teach.trainers.logit_store import append_scored, open_writer
 
 
 @dataclass
@@ -186,40 +182,13 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
 class LogitSink:
     """The stage's top-k store. A unit redone after a crash may find its records already
     stored (the store is written before the unit's line in the work log): those keys return
-    their existing ref, so the store never holds a record twice."""
+    their existing ref, so the store never holds a record twice (`logit_store.append_scored`)."""
 
     def __init__(self, root: Path, config: SSBConfig, model: str):
-        try:
-            self.writer = TopKLogitWriter(root, k=config.top_k, dtype=config.logits_dtype, model=model)
-        except (RuntimeError, ValueError) as exc:
-            raise UserError(f"{root}: {exc}") from None
-        self.root = root
-        self.k = config.top_k
-        self.existing = self._index()
-
-    def _index(self) -> dict[str, dict[str, Any]]:
-        """Refs of records already in the store (its documented `index.jsonl`)."""
-        index = self.root / "index.jsonl"
-        if not index.exists():
-            return {}
-        entries = [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
-        return {e["key"]: {"store": str(self.root), **e} for e in entries}
+        self.writer = open_writer(root, k=config.top_k, dtype=config.logits_dtype, model=model)
 
     def put(self, key: str, scored) -> dict[str, Any]:
-        if key in self.existing:
-            return self.existing[key]
-        if scored.top_k is None:
-            raise UserError(f"the teacher backend returned no top-k log-probs for '{key}'; "
-                            f"SSB needs a backend whose score() supports top_k (hf, vllm, openai on vLLM)")
-        ids, logps = [], []
-        for row in scored.top_k:
-            pairs = sorted(row.items(), key=lambda kv: -kv[1])[: self.k]
-            pairs += [(pairs[-1][0] if pairs else 0, PAD_LOGPROB)] * (self.k - len(pairs))
-            ids.append([i for i, _ in pairs])
-            logps.append([lp for _, lp in pairs])
-        self.existing[key] = self.writer.append(key, scored.token_ids, ids, logps, scored.logprobs)
-        return self.existing[key]
+        return append_scored(self.writer, key, scored)
 
     def close(self) -> None:
         self.writer.close()
-

@@ -19,6 +19,9 @@ store while a writer is appending.
 
 Flushing hands the bytes to the OS, which is enough for a killed process; pass `fsync=True`
 to survive power loss too (one fsync per data file per record).
+
+`open_writer` + `append_scored` store a teacher backend's `score(..., top_k=k)` results (what
+the SSB stage and distillation from a served teacher both do).
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 from filelock import FileLock, Timeout
 
+from llm_teach.errors import UserError
+
 FORMAT = "llm-teach-topk-logits"
 VERSION = 1
 _LOGPROB_DTYPES = {"float16": "<f2", "float32": "<f4"}
 _FIXED = {"tokens": "<i4", "token_logprobs": "<f4", "ids": "<i4"}  # logprobs: from meta
+PAD_LOGPROB = -1e4  # fills top-k rows a server returned short (finite: float16-safe, exp() == 0)
 
 
 class TopKRecord(NamedTuple):
@@ -188,6 +194,10 @@ class TopKLogitWriter:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def ref(self, key: str) -> dict:
+        """The ref of a record already in the store (as `append` returned it)."""
+        return {"store": str(self.root), **self._entries[key]}
+
     def append(
         self,
         key: str,
@@ -250,6 +260,40 @@ class TopKLogitWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_writer(root: str | os.PathLike, **kwargs: Any) -> TopKLogitWriter:
+    """`TopKLogitWriter(root, **kwargs)`, its refusals (another writer has the store open, a store
+    written with other settings) turned into one-line UserErrors."""
+    try:
+        return TopKLogitWriter(root, **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"{root}: {exc}") from None
+
+
+def append_scored(writer: TopKLogitWriter, key: str, scored: Any) -> dict:
+    """Store one `Scored` result of a backend's `score(..., top_k=k)` under `key`; returns its ref.
+
+    Each position's `{token_id: logprob}` row is sorted by log-prob and cut or padded to the
+    store's k (padding: the row's last id, or 0 for an empty row, with PAD_LOGPROB). A key
+    already in the store returns its existing ref and stores nothing, so a caller that redoes
+    work after a crash never stores a record twice.
+    """
+    if key in writer:
+        return writer.ref(key)
+    if scored.top_k is None:
+        raise UserError(f"the teacher backend returned no top-k log-probs for '{key}'; a backend whose "
+                        "score() supports top_k is needed (hf, vllm, openai on vLLM)")
+    k = writer.meta["k"]
+    ids, logps = [], []
+    for row in scored.top_k:
+        pairs = sorted(row.items(), key=lambda kv: -kv[1])[:k]
+        pairs += [(pairs[-1][0] if pairs else 0, PAD_LOGPROB)] * (k - len(pairs))
+        ids.append([i for i, _ in pairs])
+        logps.append([lp for _, lp in pairs])
+    shape = (len(ids), k)  # also for an empty completion: [0, k], not [0]
+    return writer.append(key, scored.token_ids, np.array(ids, dtype=np.int64).reshape(shape),
+                         np.array(logps, dtype=np.float64).reshape(shape), scored.logprobs)
 
 
 class TopKLogitStore:
