@@ -178,3 +178,73 @@ def test_bad_distill_records_are_one_line_errors(scored_records, tmp_path):
     res = run_cli("train", "--method", "distill", "--model", "tiny-random", "--data", no_teacher, "--out", tmp_path / "o")
     assert res.returncode == 2 and "--teacher" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_records_are_checked_before_any_teacher_runs(tmp_path):
+    """A record missing its completion is one line naming the file, line and key (exit 2), for
+    an in-process teacher and for a served one (checked before any server is contacted: the URL
+    here has nothing behind it), and nothing is written to OUT."""
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n" + json.dumps({"prompt": "a"}) + "\n")
+    for backend in (["--teacher-backend", "hf"],
+                    ["--teacher-backend", "openai", "--teacher-base-url", "http://127.0.0.1:9/v1"]):
+        res = run_cli("train", "--method", "distill", "--model", "tiny-random", "--teacher", "tiny-random",
+                      "--data", records, "--out", tmp_path / "o", *backend)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+        assert f"{records}: line 2: missing key 'completion'" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"divergence": "kl"}, "key 'divergence'"),
+    ({"teacher_backend": "served"}, "key 'teacher_backend'"),
+    ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
+    ({"temperature": 0}, "temperature > 0"),
+])
+def test_distill_config_is_validated(values, message):
+    from llm_teach.errors import UserError
+    from llm_teach.trainers import make_config
+
+    with pytest.raises(UserError, match=message) as info:
+        make_config("distill", {"model": "tiny-random", "data": "records.jsonl", **values})
+    assert "\n" not in str(info.value)
+
+
+def test_served_teacher_scores_each_record_once(scored_records, tmp_path, monkeypatch):
+    """The served-teacher path (any Backend with score(top_k)): every record is scored into
+    OUT/teacher_logits once, its records are written with logits_ref, and a second build (a
+    resumed run) scores nothing again."""
+    from llm_teach.backends.hf import HFBackend, HFConfig
+    from llm_teach.trainers.distill import DistillConfig, _score_with_backend, read_distill_records
+
+    class Counting(HFBackend):
+        calls = 0
+
+        def score(self, prompts, completions, top_k=0):
+            Counting.calls += len(prompts)
+            return super().score(prompts, completions, top_k=top_k)
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "logits_ref"}) + "\n"
+                             for line in scored_records.read_text().splitlines()))
+    cfg = DistillConfig(model="tiny-random", data=str(plain), teacher="tiny-random?seed=1", teacher_backend="vllm",
+                        teacher_top_k=8)
+    records, mode = read_distill_records(cfg)
+    assert mode == "online"
+    teacher = Counting("tiny-random?seed=1", HFConfig(dtype="float32", device="cpu"))
+    monkeypatch.setattr("llm_teach.trainers.distill.make_teacher", lambda cfg, tokenizer: teacher)
+    scored_cfg, scored = _score_with_backend(cfg, tmp_path / "out", records, None)
+    assert Counting.calls == len(records)
+    again_cfg, again = _score_with_backend(cfg, tmp_path / "out", records, None)
+    assert Counting.calls == len(records)  # nothing scored twice
+    assert again == scored and again_cfg == scored_cfg
+    written = [json.loads(line) for line in Path(scored_cfg.data).read_text().splitlines()]
+    assert written == [r for _, r in scored] and scored_cfg.logit_store == str(tmp_path / "out" / "teacher_logits")
+    expected = [json.loads(line)["logits_ref"] for line in scored_records.read_text().splitlines()]
+    from llm_teach.trainers.logit_store import TopKLogitStore
+
+    mine, reference = TopKLogitStore(scored_cfg.logit_store), TopKLogitStore(scored_records.parent / "logits")
+    for rec, ref in zip(written, expected):
+        a, b = mine.get(rec["logits_ref"]), reference.get(ref)
+        assert a.token_ids.tolist() == b.token_ids.tolist() and a.topk_ids.tolist() == b.topk_ids.tolist()

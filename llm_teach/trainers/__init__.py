@@ -68,12 +68,13 @@ def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool 
 
     cfg = make_config(method, values)
     out = Path(out)
-    action, checkpoint = common.plan_run(out, method, cfg.to_dict(), resume)
+    inputs = common.source_info(cfg.data)  # hashes the data file: once, for plan_run and the manifest
+    action, checkpoint = common.plan_run(out, method, cfg.to_dict(), resume, inputs)
     if action == "done":
         return common.final_model_dir(out)
     # Data and models are validated and loaded before anything is written to `out`.
     trainer = method_module(method).build_trainer(cfg, out, callbacks=callbacks)
-    return common.run(trainer, cfg, method, out, checkpoint)
+    return common.run(trainer, cfg, method, out, checkpoint, inputs)
 
 
 __all__ = ["METHODS", "config_class", "make_config", "train"]

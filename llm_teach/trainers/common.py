@@ -22,12 +22,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llm_teach.data.jsonl import iter_jsonl
 from llm_teach.errors import UserError
+from llm_teach.models import _first_line
 
 # -- config -----------------------------------------------------------------------------------
+
+TeacherBackend = Literal["hf", "openai", "vllm"]  # kdrl/distill `teacher_backend`
 
 
 def option(text: str, default: Any = None, factory: Any = None):
@@ -141,19 +144,7 @@ def make_args(cls, **kwargs):
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        raise UserError(f"{cls.__name__}: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _dtype_name(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "bfloat16" if torch.cuda.is_available() else "float32"
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-    name = aliases.get(name, name)
-    if name not in ("float32", "bfloat16", "float16"):
-        raise UserError(f"unknown dtype '{name}' (float32, bfloat16, float16, auto)")
-    return name
+        raise UserError(f"{cls.__name__}: {_first_line(exc)}") from None
 
 
 def lora_config(cfg: TrainConfig):
@@ -173,12 +164,13 @@ def load_model(spec: str, dtype: str, **kwargs):
     ZeRO-3, `from_pretrained` must see that config to partition the weights while loading."""
     from trl.trainer.utils import create_model_from_path
 
-    from llm_teach.models import prepare
+    from llm_teach.models import default_device, prepare, torch_dtype
 
     try:
-        return create_model_from_path(prepare(spec), dtype=_dtype_name(dtype), **kwargs)
+        # "auto" is resolved here (bf16 with a GPU, fp32 without), not by from_pretrained's own "auto".
+        return create_model_from_path(prepare(spec), dtype=torch_dtype(dtype, default_device()), **kwargs)
     except OSError as exc:
-        raise UserError(f"cannot load model '{spec}': {str(exc).strip().splitlines()[0]}") from None
+        raise UserError(f"cannot load model '{spec}': {_first_line(exc)}") from None
 
 
 def load_student(cfg: TrainConfig):
@@ -201,6 +193,27 @@ def load_student(cfg: TrainConfig):
 def load_teacher(spec: str, dtype: str):
     """A frozen local teacher: eval mode, no gradients."""
     return load_model(spec, dtype).eval().requires_grad_(False)
+
+
+def make_teacher(cfg, student_tokenizer):
+    """The teacher of kdrl/distill from a config's `teacher`, `teacher_backend`,
+    `teacher_base_url` and `teacher_dtype`: with backend hf a frozen local model (after checking
+    it shares the student's tokenizer), otherwise a `Backend` that can `score()`."""
+    if cfg.teacher_backend == "hf":
+        from llm_teach.models import load_tokenizer
+
+        check_same_tokenizer(student_tokenizer, load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
+        return load_teacher(cfg.teacher, cfg.teacher_dtype)
+    from llm_teach.backends import BackendOptions, make_backend
+
+    try:
+        backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
+                                                           dtype=cfg.teacher_dtype, tokenizer=cfg.model))
+    except ModuleNotFoundError as exc:
+        raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available here ({exc.name} missing)") from None
+    if not hasattr(backend, "score"):
+        raise UserError(f"teacher backend '{cfg.teacher_backend}' cannot score completions")
+    return backend
 
 
 def prepare_frozen(model, trainer):
@@ -282,15 +295,6 @@ def load_training_problems(cfg: TrainConfig):
     return load_problems(cfg.data, cfg.limit, split=cfg.split)
 
 
-def encode_prompt(tokenizer, prompt: Any) -> list[int]:
-    """Token ids of a prompt exactly as `HFBackend` builds them when the teacher scores it:
-    chats through the chat template with the generation prompt, plain text as-is."""
-    if isinstance(prompt, str):
-        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def source_info(source: str) -> dict[str, Any]:
     from llm_teach.manifest import file_hash
 
@@ -326,15 +330,19 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool) -> tuple[str, Path | None]:
+def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
+             inputs: dict[str, Any] | None = None) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
     A finished run with the same config and the same data (file hash) is not redone; anything
     else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
+    `inputs`: `source_info(config["data"])` when the caller already has it (it hashes the file).
     """
     manifest = read_manifest(out)
     if manifest and manifest.get("status") == "complete":
-        same_data = manifest.get("inputs") == _jsonable(source_info(config["data"]))
+        if inputs is None:
+            inputs = source_info(config["data"])
+        same_data = manifest.get("inputs") == _jsonable(inputs)
         if manifest.get("method") == method and manifest.get("config") == _jsonable(config) and same_data:
             return "done", None
         what = "config" if same_data else "data (the file changed since)"
@@ -410,11 +418,11 @@ class MetricsLog:
 
 
 def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | None,
-        extra: dict[str, Any] | None = None) -> Path:
+        inputs: dict[str, Any] | None = None) -> Path:
     """Train (resuming from `checkpoint` when given), save the final model, write the manifest.
 
     Every rank calls this (saving under ZeRO-3 gathers shards from all of them); only the main
-    process writes files.
+    process writes files. `inputs`: `source_info(cfg.data)` when the caller already has it.
     """
     from llm_teach.manifest import write_manifest
 
@@ -424,7 +432,7 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     world = acc.num_processes
     base = dict(method=method, config=cfg.to_dict(), world_size=world,
                 models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)},
-                inputs=source_info(cfg.data), **(extra or {}))
+                inputs=source_info(cfg.data) if inputs is None else inputs)
     started = time.time()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

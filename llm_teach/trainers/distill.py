@@ -36,13 +36,15 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from llm_teach.backends.openai import encode_prompt
 from llm_teach.errors import UserError
-from llm_teach.trainers.common import (TrainConfig, check_same_tokenizer, encode_prompt, is_records_file, load_student, load_teacher, lora_config,
-                                       make_args, option, prepare_frozen, read_records, require, trl_kwargs)
-from llm_teach.trainers.logit_store import TopKLogitStore, TopKLogitWriter
-from llm_teach.trainers.losses import ChunkedDistillLoss
+from llm_teach.trainers.common import (TeacherBackend, TrainConfig, is_records_file, load_student, lora_config,
+                                       make_args, make_teacher, option, prepare_frozen, read_records, require,
+                                       trl_kwargs)
+from llm_teach.trainers.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
+from llm_teach.trainers.losses import ChunkedDistillLoss, Divergence
 
-PAD_LOGPROB = -1e4  # vocab padding / short top-k rows: finite, and exp() == 0
+Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records` returns them
 
 
 @dataclass
@@ -52,16 +54,17 @@ class DistillConfig(TrainConfig):
     learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
     teacher: str | None = option("Online teacher (model spec, or served model name) for records without "
                                 "logits_ref. Must share the student's tokenizer.")
-    teacher_backend: str = option("hf: run the teacher in-process every step; openai/vllm: score every record's "
-                                 "top-k once through the backend, into OUT/teacher_logits.", "hf")
+    teacher_backend: TeacherBackend = option("hf: run the teacher in-process every step; openai/vllm: score every "
+                                            "record's top-k once through the backend, into OUT/teacher_logits.",
+                                            "hf")
     teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
-    teacher_dtype: str = option("Teacher weights dtype (hf backend).", "float32")
+    teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_top_k: int = option("Online teacher support: 0 = full vocabulary (hf only, exact), k = its top-k "
                                "(a served teacher needs k > 0; 20 when left at 0).", 0)
     logit_store: str | None = option("Top-k store directory to use for every record's logits_ref (default: the "
                                     "ref's own 'store', or a 'logits' folder next to the records file).")
-    divergence: str = option("forward_kl = KL(teacher||student) (Hinton KD), reverse_kl = KL(student||teacher), "
-                            "jsd = generalized JSD(jsd_beta).", "forward_kl")
+    divergence: Divergence = option("forward_kl = KL(teacher||student) (Hinton KD), reverse_kl = "
+                                   "KL(student||teacher), jsd = generalized JSD(jsd_beta).", "forward_kl")
     jsd_beta: float = option("JSD mixture weight of the teacher (0 -> forward KL, 1 -> reverse KL).", 0.5)
     temperature: float = option("Softening temperature T of both distributions (the loss is scaled by T^2).", 1.0)
     lambda_kd: float = option("Weight of the distillation term.", 1.0)
@@ -74,10 +77,6 @@ class DistillConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        allowed = {"divergence": ("forward_kl", "reverse_kl", "jsd"), "teacher_backend": ("hf", "openai", "vllm")}
-        for key, values in allowed.items():
-            if getattr(self, key) not in values:
-                raise ValueError(f"'{key}' must be one of {', '.join(values)} (got {getattr(self, key)!r})")
         if self.teacher_top_k < 0 or self.chunk_size < 1 or self.temperature <= 0:
             raise ValueError("teacher_top_k must be >= 0, chunk_size >= 1 and temperature > 0")
         if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
@@ -99,10 +98,10 @@ def _resolve_store(ref: dict[str, Any], cfg: DistillConfig, where: str) -> str:
                     "set logit_store: DIR")
 
 
-def build_rows(cfg: DistillConfig, tokenizer, vocab_size: int) -> tuple[list[dict[str, Any]], str]:
-    """Tokenized rows and the teacher mode ("store" or "online"). Rows carry both views:
-    `input_ids` = student prompt + completion, and the teacher's prompt + completion (online)
-    or the store position of the teacher's top-k rows (store)."""
+def read_distill_records(cfg: DistillConfig) -> tuple[Records, str]:
+    """The records of `cfg.data`, read once and checked (keys and value types), and the teacher
+    mode ("store" or "online"). Nothing is tokenized, scored or written yet, so a bad record is a
+    one-line error before any work."""
     if not is_records_file(cfg.data):
         raise UserError(f"distill needs a JSONL file of {{prompt, teacher_prompt, completion, logits_ref}} "
                         f"records, not '{cfg.data}'")
@@ -113,17 +112,32 @@ def build_rows(cfg: DistillConfig, tokenizer, vocab_size: int) -> tuple[list[dic
     mode = "store" if with_refs else "online"
     if mode == "online" and not cfg.teacher:
         raise UserError(f"{cfg.data}: records have no logits_ref; give a teacher (--teacher SPEC) to score them")
-    stores: dict[str, TopKLogitStore] = {}
-    rows = []
     for where, rec in records:
         require(rec, ("prompt",) + (("logits_ref",) if mode == "store" else ("completion",)), where, "distill")
-        prompt_ids = encode_prompt(tokenizer, _prompt(rec["prompt"], where, "prompt"))
-        row = {"input_ids": [], "prompt_len": len(prompt_ids), "store": "", "offset": -1,
-               "teacher_input_ids": [], "teacher_prompt_len": 0}
+        _prompt(rec["prompt"], where, "prompt")
         if mode == "store":
             ref = rec["logits_ref"]
             if not isinstance(ref, dict) or not {"offset", "length"} <= set(ref):
                 raise UserError(f"{where}: 'logits_ref' must be an object with offset and length (and store, key)")
+        else:
+            if not isinstance(rec["completion"], str):
+                raise UserError(f"{where}: 'completion' must be text")
+            _prompt(rec.get("teacher_prompt", rec["prompt"]), where, "teacher_prompt")
+    return records, mode
+
+
+def build_rows(cfg: DistillConfig, records: Records, mode: str, tokenizer, vocab_size: int) -> list[dict[str, Any]]:
+    """Tokenized rows of records checked by `read_distill_records`. Rows carry both views:
+    `input_ids` = student prompt + completion, and the teacher's prompt + completion (online)
+    or the store position of the teacher's top-k rows (store)."""
+    stores: dict[str, TopKLogitStore] = {}
+    rows = []
+    for where, rec in records:
+        prompt_ids = encode_prompt(tokenizer, rec["prompt"])
+        row = {"input_ids": [], "prompt_len": len(prompt_ids), "store": "", "offset": -1,
+               "teacher_input_ids": [], "teacher_prompt_len": 0}
+        if mode == "store":
+            ref = rec["logits_ref"]
             row["store"] = _resolve_store(ref, cfg, where)
             store = stores.setdefault(row["store"], TopKLogitStore(row["store"]))
             try:
@@ -136,11 +150,8 @@ def build_rows(cfg: DistillConfig, tokenizer, vocab_size: int) -> tuple[list[dic
             completion = [int(t) for t in stored.token_ids]
             row["offset"] = int(ref["offset"])
         else:
-            if not isinstance(rec["completion"], str):
-                raise UserError(f"{where}: 'completion' must be text")
             completion = tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]
-            teacher_prompt = _prompt(rec.get("teacher_prompt", rec["prompt"]), where, "teacher_prompt")
-            teacher_ids = encode_prompt(tokenizer, teacher_prompt)
+            teacher_ids = encode_prompt(tokenizer, rec.get("teacher_prompt", rec["prompt"]))
             row["teacher_prompt_len"] = len(teacher_ids)
         room = cfg.max_length - len(prompt_ids)
         if room < 1:
@@ -152,7 +163,7 @@ def build_rows(cfg: DistillConfig, tokenizer, vocab_size: int) -> tuple[list[dic
         if mode == "online":
             row["teacher_input_ids"] = teacher_ids + completion
         rows.append(row)
-    return rows, mode
+    return rows
 
 
 def _prompt(value: Any, where: str, key: str):
@@ -163,28 +174,20 @@ def _prompt(value: Any, where: str, key: str):
     raise UserError(f"{where}: '{key}' must be text or a list of {{role, content}} messages")
 
 
-def score_into_store(backend, cfg: DistillConfig, root: Path, batch: int = 16) -> str:
-    """Served teacher: top-k log-probs of every record's completion, once, into a store.
-    Resumable (records already in the store are skipped); returns the store directory."""
+def score_into_store(backend, cfg: DistillConfig, records: Records, root: Path, batch: int = 16) -> list[dict]:
+    """Served teacher: top-k log-probs of every record's completion, once, into the store at
+    `root`. Resumable (records already in the store are not scored again); returns each
+    record's `logits_ref`, in order."""
     k = cfg.teacher_top_k or 20
-    records = read_records(cfg.data, cfg.limit)
-    with TopKLogitWriter(root, k=k, model=cfg.teacher) as writer:
+    with open_writer(root, k=k, model=cfg.teacher) as writer:
         todo = [(str(i), r) for i, (_, r) in enumerate(records) if str(i) not in writer]
         for s in range(0, len(todo), batch):
             part = todo[s:s + batch]
             scored = backend.score([r.get("teacher_prompt", r["prompt"]) for _, r in part],
                                    [r["completion"] for _, r in part], top_k=k)
             for (key, _), result in zip(part, scored, strict=True):
-                if not result.top_k:
-                    raise UserError(f"teacher backend returned no top-k log-probs for record {key}")
-                ids, logps = [], []
-                for row in result.top_k:
-                    pairs = sorted(row.items(), key=lambda kv: -kv[1])[:k]
-                    pairs += [(pairs[-1][0], PAD_LOGPROB)] * (k - len(pairs))
-                    ids.append([i for i, _ in pairs])
-                    logps.append([v for _, v in pairs])
-                writer.append(key, result.token_ids, ids, logps, result.logprobs)
-    return str(root)
+                append_scored(writer, key, result)
+        return [writer.ref(str(i)) for i in range(len(records))]
 
 
 # -- batches ----------------------------------------------------------------------------------
@@ -279,10 +282,10 @@ class DistillTrainer(Trainer):
                                                                              .vocab_size))
         stats = self.accelerator.reduce(torch.stack([result.kd * result.num_tokens, result.ce * result.num_tokens,
                                                      result.num_tokens]).detach(), "sum")
-        n = stats[2].clamp(min=1.0)
-        self._metrics["kd_loss"].append((stats[0] / n).item())
-        self._metrics["ce_loss"].append((stats[1] / n).item())
-        self._metrics["completion_tokens"].append(stats[2].item())
+        kd, ce, tokens = torch.cat([stats[:2] / stats[2].clamp(min=1.0), stats[2:]]).tolist()  # one device sync
+        self._metrics["kd_loss"].append(kd)
+        self._metrics["ce_loss"].append(ce)
+        self._metrics["completion_tokens"].append(tokens)
         return (result.loss, None) if return_outputs else result.loss
 
     @torch.no_grad()
@@ -315,20 +318,17 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     import datasets
     import transformers
 
-    from llm_teach.models import load_tokenizer, parse_spec
+    from llm_teach.models import load_tokenizer
 
-    parse_spec(cfg.model)
     tokenizer = load_tokenizer(cfg.model)
     args = make_args(transformers.TrainingArguments, **trl_kwargs(cfg, out), remove_unused_columns=False)
-    if cfg.teacher and cfg.teacher_backend != "hf" and not any("logits_ref" in r for _, r in
-                                                               read_records(cfg.data, cfg.limit)):
-        cfg = _score_with_backend(cfg, out)
+    records, mode = read_distill_records(cfg)
+    if mode == "online" and cfg.teacher_backend != "hf":
+        cfg, records = _score_with_backend(cfg, out, records, tokenizer)
+        mode = "store"
     student = load_student(cfg)
-    rows, mode = build_rows(cfg, tokenizer, student.config.get_text_config().vocab_size)
-    teacher = None
-    if mode == "online":
-        check_same_tokenizer(tokenizer, load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
-        teacher = load_teacher(cfg.teacher, cfg.teacher_dtype)
+    rows = build_rows(cfg, records, mode, tokenizer, student.config.get_text_config().vocab_size)
+    teacher = make_teacher(cfg, tokenizer) if mode == "online" else None
     loss = ChunkedDistillLoss(chunk_size=cfg.chunk_size, divergence=cfg.divergence, jsd_beta=cfg.jsd_beta,
                               temperature=cfg.temperature, lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce,
                               student_renorm=cfg.student_renorm)
@@ -344,27 +344,22 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
                           callbacks=callbacks, loss=loss, teacher=teacher, teacher_top_k=cfg.teacher_top_k)
 
 
-def _score_with_backend(cfg: DistillConfig, out: Path) -> DistillConfig:
+def _score_with_backend(cfg: DistillConfig, out: Path, records: Records, tokenizer) -> tuple[DistillConfig, Records]:
     """Served teacher: the main process scores every record's top-k into OUT/teacher_logits and
-    writes the records again with their logits_ref; every rank then trains from that store."""
+    writes the records again with their logits_ref (OUT/teacher_logits/records.jsonl, which the
+    other ranks read); every rank then trains from that store."""
     import dataclasses
-    import json
 
     from accelerate import PartialState
 
-    from llm_teach.backends import BackendOptions, make_backend
+    from llm_teach.data.jsonl import write_jsonl_atomic
 
     root, state = out / "teacher_logits", PartialState()
     with state.main_process_first():
         if state.is_main_process:
-            try:
-                backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
-                                                                   tokenizer=cfg.model))
-            except ModuleNotFoundError as exc:
-                raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available ({exc.name})") from None
-            score_into_store(backend, cfg, root)
-            index = {e["key"]: e for e in map(json.loads, (root / "index.jsonl").read_text().splitlines())}
-            lines = [json.dumps({**r, "logits_ref": {"store": str(root), **index[str(i)]}})
-                     for i, (_, r) in enumerate(read_records(cfg.data, cfg.limit))]
-            (root / "records.jsonl").write_text("\n".join(lines) + "\n")
-    return dataclasses.replace(cfg, data=str(root / "records.jsonl"), limit=None, logit_store=str(root))
+            refs = score_into_store(make_teacher(cfg, tokenizer), cfg, records, root)
+            records = [(where, {**r, "logits_ref": ref}) for (where, r), ref in zip(records, refs, strict=True)]
+            write_jsonl_atomic(root / "records.jsonl", [r for _, r in records])
+        else:
+            records = read_records(str(root / "records.jsonl"), None)
+    return dataclasses.replace(cfg, data=str(root / "records.jsonl"), limit=None, logit_store=str(root)), records

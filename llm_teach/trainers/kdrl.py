@@ -31,17 +31,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import trl
 
 from llm_teach.errors import UserError
-from llm_teach.trainers.common import (check_same_tokenizer, load_student, load_teacher, lora_config, option, prepare_frozen)
+from llm_teach.trainers.common import TeacherBackend, load_student, lora_config, make_teacher, option, prepare_frozen
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
-from llm_teach.trainers.losses import beta_schedule, kd_estimator, masked_mean, reward_mask
-
-TEACHER_BACKENDS = ("hf", "openai", "vllm")
+from llm_teach.trainers.losses import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
 
 
 @dataclass
@@ -50,31 +48,28 @@ class KDRLConfig(GRPOConfig):
 
     teacher: str | None = option("Teacher: a model spec (teacher_backend=hf/vllm) or the served model name "
                                 "(teacher_backend=openai). Must share the student's tokenizer.")
-    teacher_backend: str = option("hf: load the teacher in-process and score the student's token ids directly; "
-                                 "openai: score through an OpenAI-compatible server that returns prompt "
-                                 "log-probs (vLLM); vllm: in-process vLLM.", "hf")
+    teacher_backend: TeacherBackend = option("hf: load the teacher in-process and score the student's token ids "
+                                            "directly; openai: score through an OpenAI-compatible server that "
+                                            "returns prompt log-probs (vLLM); vllm: in-process vLLM.", "hf")
     teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
-    teacher_dtype: str = option("Teacher weights dtype (hf backend).", "float32")
+    teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
-    kd_estimator: str = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
-                              "k3 (e^R - R - 1).", "k2")
+    kd_estimator: Estimator = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
+                                    "k3 (e^R - R - 1).", "k2")
     kd_beta: float = option("KD coefficient beta_0 (KDRL: 5e-3).", 5e-3)
-    kd_beta_schedule: str = option("constant, or linear: beta_t = max(beta_0 - delta*t, beta_min).", "constant")
+    kd_beta_schedule: Literal["constant", "linear"] = option(
+        "constant, or linear: beta_t = max(beta_0 - delta*t, beta_min).", "constant")
     kd_beta_min: float = option("Floor of the linear schedule (KDRL: 1e-3).", 1e-3)
     kd_beta_delta: float = option("Decrease of beta per optimizer step in the linear schedule (KDRL: 5e-5).", 5e-5)
-    kd_mask: str = option("Reward-guided masking: none; response (KD only on responses with reward <= threshold); "
-                         "group (KD only on groups with no correct response).", "none")
+    kd_mask: Literal["none", "response", "group"] = option(
+        "Reward-guided masking: none; response (KD only on responses with reward <= threshold); "
+        "group (KD only on groups with no correct response).", "none")
     kd_mask_threshold: float = option("A response counts as wrong when its correctness reward is <= this.", 0.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.teacher:
             raise ValueError("kdrl needs a teacher (--teacher SPEC)")
-        checks = {"teacher_backend": TEACHER_BACKENDS, "kd_estimator": ("k1", "k2", "k3"),
-                  "kd_beta_schedule": ("constant", "linear"), "kd_mask": ("none", "response", "group")}
-        for key, allowed in checks.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"'{key}' must be one of {', '.join(allowed)} (got {getattr(self, key)!r})")
         if self.teacher_backend == "openai" and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
         if self.teacher_backend != "hf" and self.temperature != 1.0:
@@ -218,25 +213,6 @@ def _chunked_token_logps(head, hidden, targets, vocab: int, temperature: float, 
         logits = head(hidden[:, s:s + chunk])[..., :vocab].float() / temperature
         parts.append(logits.log_softmax(-1).gather(-1, targets[:, s:s + chunk, None]).squeeze(-1))
     return torch.cat(parts, dim=1)
-
-
-def make_teacher(cfg: KDRLConfig, student_tokenizer):
-    """The teacher as a local model (hf) or a scoring Backend (openai/vllm)."""
-    from llm_teach.backends import BackendOptions, make_backend
-    from llm_teach.models import load_tokenizer, parse_spec
-
-    if cfg.teacher_backend == "hf":
-        parse_spec(cfg.teacher)
-        check_same_tokenizer(student_tokenizer, load_tokenizer(cfg.teacher), cfg.model, cfg.teacher)
-        return load_teacher(cfg.teacher, cfg.teacher_dtype)
-    try:
-        backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
-                                                           dtype=cfg.teacher_dtype, tokenizer=cfg.model))
-    except ModuleNotFoundError as exc:
-        raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available here ({exc.name} missing)") from None
-    if not hasattr(backend, "score"):
-        raise UserError(f"teacher backend '{cfg.teacher_backend}' cannot score completions")
-    return backend
 
 
 def build_trainer(cfg: KDRLConfig, out: Path, callbacks=None):
