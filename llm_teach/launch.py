@@ -27,7 +27,7 @@ def train_model(method: str, values: dict[str, Any], out: str | Path, launch: di
 
     out = Path(out)
     if not launch:
-        return Path(train(method, values, out, resume=True))
+        return train(method, values, out, resume=True)
     unknown = set(launch) - LAUNCH_KEYS
     if unknown:
         raise UserError(f"launch: unknown key '{sorted(unknown)[0]}' (known: {', '.join(sorted(LAUNCH_KEYS))})")

@@ -56,7 +56,7 @@ def train_(
                  teacher_base_url=teacher_base_url)
     given = {k: v for k, v in flags.items() if v is not None}
     teacher_keys = {k for k in given if k.startswith("teacher")}
-    if teacher_keys and "teacher" not in {f for f in cls.__dataclass_fields__}:
+    if teacher_keys and "teacher" not in cls.__dataclass_fields__:
         raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl and distill, not {method}")
     cfg = load(cls, config, set_, flags=given)
     path = train(method, cfg.to_dict(), out, resume=resume)
