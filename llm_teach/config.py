@@ -77,6 +77,15 @@ def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> N
             raise UserError(f"{where}: unknown key '{key}'{hint}")
 
 
+def check_choices(obj: Any) -> None:
+    """Raise ValueError when a `Literal[...]` field of dataclass `obj` holds another value, so a
+    config built directly in Python is as strict as one built from YAML or flags."""
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        if typing.get_origin(hint) is typing.Literal and getattr(obj, name, None) not in typing.get_args(hint):
+            raise ValueError(f"'{name}': {getattr(obj, name)!r} is not one of "
+                             f"{', '.join(map(repr, typing.get_args(hint)))}")
+
+
 def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
     """Instantiate dataclass `cls` from a mapping, checking keys and coercing simple types."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}

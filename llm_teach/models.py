@@ -265,7 +265,7 @@ def load_tokenizer(spec: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
-        raise UserError(f"cannot load tokenizer for '{spec}': {_first_line(exc)}") from None
+        raise UserError(f"cannot load tokenizer for '{spec}': {first_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -280,7 +280,7 @@ def load_model(spec: str, dtype: str = "auto", device: str | None = None):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, device))
     except OSError as exc:
-        raise UserError(f"cannot load model '{spec}': {_first_line(exc)}") from None
+        raise UserError(f"cannot load model '{spec}': {first_line(exc)}") from None
     return model.to(device).eval()
 
 
@@ -313,5 +313,5 @@ def list_models() -> list[dict[str, str]]:
     return rows
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llm_teach.config import check_choices
 from llm_teach.data.jsonl import iter_jsonl
 from llm_teach.errors import UserError
-from llm_teach.models import _first_line
+from llm_teach.models import first_line
 
 # -- config -----------------------------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class TrainConfig:
                                   "torchrun/deepspeed instead of an accelerate DeepSpeed config.")
 
     def __post_init__(self) -> None:
+        check_choices(self)  # Literal fields, for configs built in Python rather than by config.build
         if not self.model:
             raise ValueError("'model' is required (the student model spec)")
         if not self.data:
@@ -144,7 +146,7 @@ def make_args(cls, **kwargs):
     try:
         return cls(**kwargs)
     except ValueError as exc:
-        raise UserError(f"{cls.__name__}: {_first_line(exc)}") from None
+        raise UserError(f"{cls.__name__}: {first_line(exc)}") from None
 
 
 def lora_config(cfg: TrainConfig):
@@ -170,7 +172,7 @@ def load_model(spec: str, dtype: str, **kwargs):
         # "auto" is resolved here (bf16 with a GPU, fp32 without), not by from_pretrained's own "auto".
         return create_model_from_path(prepare(spec), dtype=torch_dtype(dtype, default_device()), **kwargs)
     except OSError as exc:
-        raise UserError(f"cannot load model '{spec}': {_first_line(exc)}") from None
+        raise UserError(f"cannot load model '{spec}': {first_line(exc)}") from None
 
 
 def load_student(cfg: TrainConfig):
