@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llm_teach.config import check_keys
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.errors import UserError
 
@@ -28,9 +29,7 @@ def train_model(method: str, values: dict[str, Any], out: str | Path, launch: di
     out = Path(out)
     if not launch:
         return train(method, values, out, resume=True)
-    unknown = set(launch) - LAUNCH_KEYS
-    if unknown:
-        raise UserError(f"launch: unknown key '{sorted(unknown)[0]}' (known: {', '.join(sorted(LAUNCH_KEYS))})")
+    check_keys(launch, LAUNCH_KEYS, "launch")
     make_config(method, values)  # fail here, not in N processes
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "launch-config.json"  # JSON is YAML: `train --config` reads it
