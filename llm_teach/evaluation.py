@@ -163,13 +163,20 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def majority_correct(item: dict[str, Any], benchmark: str) -> bool:
     """Is the most common extracted answer correct? Equivalent answers (1,000 and 1000.0)
     vote together; ties go to the answer seen first; no answer never wins."""
-    keys = [answer_key(a, benchmark) if a is not None else None for a in item["answers"]]
+    index, _ = majority_vote(item["answers"], benchmark)
+    return index is not None and bool(item["correct"][index])
+
+
+def majority_vote(answers: list[str | None], benchmark: str) -> tuple[int | None, int]:
+    """(index of the first answer of the most common kind, its number of votes); answers vote
+    together when their `answer_key` is equal (1,000 and 1000.0); ties go to the kind seen
+    first; None never votes. (None, 0) when no answer was given."""
+    keys = [answer_key(a, benchmark) if a is not None else None for a in answers]
     votes = Counter(k for k in keys if k is not None)
     if not votes:
-        return False
+        return None, 0
     top = max(votes.values())
-    winner = next(k for k in keys if k is not None and votes[k] == top)
-    return bool(item["correct"][keys.index(winner)])
+    return next(i for i, k in enumerate(keys) if k is not None and votes[k] == top), top
 
 
 def _check_resumable(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem]) -> None:

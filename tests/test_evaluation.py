@@ -138,3 +138,11 @@ def test_bad_suites_are_one_line(tmp_path, entries, message):
     r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--out", str(tmp_path / "s"))
     assert r.returncode == 2 and message in r.stderr and str(suite) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()
+
+
+def test_majority_vote_index_and_count():
+    from llm_teach.evaluation import majority_vote
+
+    assert majority_vote(["7", "1,000", None, "1000.0", "7", None], "gsm8k") == (0, 2)  # a tie: first seen wins
+    assert majority_vote([None, "1,000", "7", "$1000", "1000.0"], "gsm8k") == (1, 3)
+    assert majority_vote([None, None], "gsm8k") == (None, 0) and majority_vote([], "gsm8k") == (None, 0)
