@@ -64,3 +64,23 @@ def test_near_duplicate_bound_keeps_large_pools_fast():
     start = time.perf_counter()
     assert seen.find("A farmer plants 12 rows of corn with 8 plants in each row.") is None
     assert time.perf_counter() - start < 2.0
+
+
+def test_keep_copy_and_drop_near_duplicates():
+    from collections import Counter
+
+    from llm_teach.data.decontam import drop_near_duplicates
+
+    apples = "Tom has 3 apples and buys 4 more. How many apples does Tom have?"
+    train = "A train leaves at 3 pm travelling 60 km per hour; when does it arrive 180 km away?"
+    pool = NearDuplicates(0.7, [apples])
+    mine = pool.copy()
+    assert mine.keep(train) is True and mine.keep(train.replace("3 pm", "4 pm")) is False
+    assert pool.find(train) is None  # the copy's additions stay in the copy
+    assert pool.copy().find(apples.replace("3", "5")) is not None  # the pool is in every copy
+    counts = Counter()
+    records = [{"question": apples.replace("3", "6"), "n": 0}, {"question": train, "n": 1},
+               {"question": train.replace("60", "70"), "n": 2}, {"question": "Add 2 and 2.", "n": 3}]
+    kept = drop_near_duplicates(records, pool.copy(), counts)
+    assert [r["n"] for r in kept] == [1, 3] and counts == Counter({"rejected/near_duplicate": 2})
+    assert [r["n"] for r in drop_near_duplicates(records, NearDuplicates(0.7), Counter())] == [0, 1, 3]

@@ -21,6 +21,7 @@ threshold get the quadratic LCS.
 
 from __future__ import annotations
 
+import copy as _copy
 import re
 import sys
 from collections import Counter
@@ -120,11 +121,24 @@ def admit(question: str, decontaminator: "Decontaminator", seen: "NearDuplicates
         counts["rejected/contaminated"] += 1
         counts[f"decontamination/dropped/{overlap}"] += 1
         return False
-    if seen.find(question) is not None:
+    if not seen.keep(question):
         counts["rejected/near_duplicate"] += 1
         return False
-    seen.add(question)
     return True
+
+
+def drop_near_duplicates(records: Iterable[dict], seen: "NearDuplicates", counts: Counter,
+                         key: str = "question") -> list[dict]:
+    """The records whose `key` is no near-duplicate of `seen` nor of an earlier kept record
+    (first kept, in order); each drop is counted as `rejected/near_duplicate`. Kept texts join
+    `seen` (hand in `seen.copy()` to keep a shared index unchanged)."""
+    kept = []
+    for record in records:
+        if seen.keep(record[key]):
+            kept.append(record)
+        else:
+            counts["rejected/near_duplicate"] += 1
+    return kept
 
 
 def _ngrams(tokens: list[str], n: int) -> Iterable[tuple[str, ...]]:
@@ -133,7 +147,9 @@ def _ngrams(tokens: list[str], n: int) -> Iterable[tuple[str, ...]]:
 
 class NearDuplicates:
     """Texts seen so far; `find(text)` returns the best ROUGE-L F1 match at or above the
-    threshold as `(score, text)`, else None. `add` texts as they are accepted."""
+    threshold as `(score, text)`, else None. `add` texts as they are accepted (or `keep`:
+    find and add in one). `copy()` is cheap: build the index over a large pool once and give
+    each independent piece of work its own copy."""
 
     def __init__(self, threshold: float = 0.7, texts: Iterable[str] = ()):
         from rouge_score import rouge_scorer, tokenizers
@@ -148,6 +164,20 @@ class NearDuplicates:
     def add(self, text: str) -> None:
         tokens = self._tokenizer.tokenize(text)
         self._texts.append((text, Counter(tokens), len(tokens)))
+
+    def copy(self) -> "NearDuplicates":
+        """An independent copy (texts added to it do not reach this one); the pool is not
+        re-tokenized."""
+        other = _copy.copy(self)
+        other._texts = list(self._texts)
+        return other
+
+    def keep(self, text: str) -> bool:
+        """True (and `text` is added) when it is no near-duplicate of a text seen so far."""
+        if self.find(text) is not None:
+            return False
+        self.add(text)
+        return True
 
     def find(self, text: str) -> tuple[float, str] | None:
         tokens = self._tokenizer.tokenize(text)
