@@ -88,3 +88,16 @@ def test_once_caches_a_single_piece_of_work(tmp_path):
         w = run.once("train", lambda unit: calls.append(1) or Work(records={"model": [{"path": "x"}]}))
         assert w.records["model"] == [{"path": "x"}]
     assert calls == [1]
+
+
+def test_records_and_ids_digest():
+    import hashlib
+
+    from llm_teach.stages.rundir import ids_digest, records
+
+    works = [Work(records={"a": [{"id": 1}], "b": [{"id": 2}]}), Work(), Work(records={"a": [{"id": 3}]})]
+    assert records(works, "a") == [{"id": 1}, {"id": 3}] and records(works, "c") == []
+    ids = ["p1", "gsm8k/2", "ü"]
+    # the value manifests already hold: the hash of the plain JSON list
+    assert ids_digest(ids) == "sha256:" + hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    assert ids_digest(tuple(ids)) == ids_digest(ids)

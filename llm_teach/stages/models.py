@@ -65,8 +65,20 @@ class Models:
         return self._made[key]
 
     def release(self, spec: str, options: BackendOptions) -> None:
-        """Forget a backend (e.g. last round's checkpoint) so its memory can be freed."""
+        """Forget a backend (e.g. last round's checkpoint, or a base model before training) and
+        free its memory: garbage-collect, and on a GPU empty torch's cache. The caller must hold
+        no reference of its own (a `Metered` wrapper included), or the weights stay alive."""
+        import gc
+
         self._made.pop(_key(spec, options), None)
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # a served-only setup without torch
+            pass
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the models (secrets are redacted by the writer)."""

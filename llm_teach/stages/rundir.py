@@ -81,6 +81,11 @@ class Work:
         return cls(records=entry["records"], counts=Counter(entry["counts"]), usage=entry["usage"])
 
 
+def records(works: Sequence[Work], name: str) -> list[dict[str, Any]]:
+    """All units' records of output `name`, in unit order."""
+    return [r for w in works for r in w.records.get(name, [])]
+
+
 class StageRun:
     """One stage's run directory. Creating it checks that OUT does not hold a run with another
     config, models or prompts (resuming those would mix two experiments in one output)."""
@@ -211,7 +216,7 @@ def content_hash(value: Any) -> str:
 
 def ids_digest(ids: Sequence[str]) -> str:
     """A short hash of the input ids for the manifest (which problems, without listing them)."""
-    return "sha256:" + hashlib.sha256(json.dumps(list(ids)).encode()).hexdigest()[:16]
+    return "sha256:" + content_hash(list(ids))
 
 
 def _item_key(item: Any) -> str:
