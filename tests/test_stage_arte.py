@@ -310,3 +310,26 @@ def test_arte_survives_sigkill_with_identical_records(tmp_path):
     script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
     manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=7)
     assert manifest["summary"]["dpo_pairs"] > 0 and manifest["summary"]["sft_records"] > 0  # every step had work
+
+
+def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
+    """Backends are made when a unit needs them: re-running a finished run (as a resume after
+    the last unit would) makes none, where it used to load teacher and student up front."""
+    import llm_teach.stages.models as models_module
+
+    problems = load_problems("rg:chain_sum", limit=6)
+    teacher, student = pure_models(problems)
+    made = []
+
+    def make_backend(spec, options):
+        made.append(spec)
+        return {"teacher": teacher, "student": student}[spec]
+
+    monkeypatch.setattr(models_module, "make_backend", make_backend)
+    first = arte(problems, Models("teacher", "student"), ARTEConfig(**PURE_CONFIG), tmp_path)
+    assert sorted(made) == ["student", "teacher"]  # each made once, though many units used them
+    made.clear()
+    again = arte(problems, Models("teacher", "student"), ARTEConfig(**PURE_CONFIG), tmp_path)
+    assert made == []
+    assert again["counts"] == first["counts"] and again["usage"] == first["usage"]
+    assert first["usage"]["teacher"]["generate_calls"] > 0 and first["usage"]["student"]["generate_calls"] > 0

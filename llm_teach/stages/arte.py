@@ -43,10 +43,10 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
@@ -54,7 +54,7 @@ from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.parsing import parse_problem
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 STYLE_DIR = "arte/styles"
 
@@ -138,29 +138,32 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  *[style_template(s) for s in config.styles]]
     run = StageRun(out, "arte", config, models, templates=templates,
                    inputs={"problems": len(problems),
-                           "problem_ids": "sha256:" + content_hash([p.id for p in problems])})
+                           "problem_ids": ids_digest([p.id for p in problems])})
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     probe, seeds = split_probe(problems, config.probe_size, run.seed)
     benchmark = grading_benchmark(probe[0].source)
-    pool = [p.question for p in problems]
-    teacher = run.backend(models.teacher_backend(), "teacher")
-    student = run.backend(models.student_backend(), "student")
+    # Each unit copies this index of the input (built once) for its near-duplicate checks.
+    pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])
+    # Backends are made when a unit first needs them (`Models` caches them): a resumed run whose
+    # units are done loads no model it does not use.
+    teacher: Callable[[], Backend] = lambda: run.backend(models.teacher_backend(), "teacher")
+    student: Callable[[], Backend] = lambda: run.backend(models.student_backend(), "student")
 
     # 1. Draft questions and one rationale per style.
     n_draft = config.draft_prompts or math.ceil(len(seeds) / config.seeds_per_prompt)
     draft_prompts = brainstorms("draft", n_draft, seeds, config.seeds_per_prompt, run.seed)
-    drafted = _records(run.map("draft", draft_prompts, config.chunk_size,
-                               lambda unit: _draft(unit, teacher, decontam, pool, benchmark, config),
-                               key=lambda b: f"{b.id}|{content_hash(b.examples)}"), "questions")
+    drafted = records(run.map("draft", draft_prompts, config.chunk_size,
+                              lambda unit: _draft(unit, teacher, decontam, pool, benchmark, config),
+                              key=lambda b: f"{b.id}|{content_hash(b.examples)}"), "questions")
     drafts = run.once("draft_dedupe", lambda unit: _dedupe(drafted, config), depends_on=drafted).records["questions"]
 
     # 2. Student preferences: one-shot in-context accuracy on the probe set.
     probe_key = content_hash([p.id for p in probe])
     baseline = run.once("baseline", lambda unit: _probe_baseline(unit, probe, student, config), depends_on=probe_key)
     pairs_to_score = [(d["id"], r["style"], d["question"], r["text"]) for d in drafts for r in d["rationales"]]
-    scored = _records(run.map("preference", pairs_to_score, config.chunk_size,
-                              lambda unit: _score(unit, probe, student, config),
-                              key=lambda x: f"{x[0]}/{x[1]}|{content_hash(x[2:])}|{probe_key}"), "scores")
+    scored = records(run.map("preference", pairs_to_score, config.chunk_size,
+                             lambda unit: _score(unit, probe, student, config),
+                             key=lambda x: f"{x[0]}/{x[1]}|{content_hash(x[2:])}|{probe_key}"), "scores")
     scores = {s["id"]: s["score"] for s in scored}
     for d in drafts:
         for r in d["rationales"]:
@@ -170,26 +173,26 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     # 3. Align the teacher with DPO on question- and rationale-level pairs.
     prompts_by_id = {b.id: b for b in draft_prompts}
     pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
-    writer: Backend | None = teacher
+    writer = teacher
     aligned_spec, aligned_rel = None, "base"  # the final units' keys (and so seeds) name the writer
     if config.align and pairs:
         write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
         # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
-        teacher = student = writer = None
-        _release(models)
+        models.release(models.teacher, models.teacher_options)
+        models.release(models.student, models.student_options)
         result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
         aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
         aligned_spec = str(out / aligned_rel)
-        writer = run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
+        writer = lambda: run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
     elif config.align:
         run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
 
     # 4. Final data from the aligned teacher (the base one without alignment).
     n_final = config.final_prompts or n_draft
     final_prompts = brainstorms("final", n_final, seeds, config.seeds_per_prompt, run.seed)
-    generated = _records(run.map("final", final_prompts, config.chunk_size,
-                                 lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
-                                 key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
+    generated = records(run.map("final", final_prompts, config.chunk_size,
+                                lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
+                                key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
     sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config), depends_on=generated).records["questions"]
 
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
@@ -243,7 +246,7 @@ def rationale_prompt(question: str, config: ARTEConfig, style: str | None = None
     return [{"role": "user", "content": render(name, question=question)}]
 
 
-def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[str], config: ARTEConfig,
+def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: NearDuplicates, config: ARTEConfig,
                counts: Counter, phase: str) -> list[tuple[Brainstorm, str, str]]:
     """Sample `questions_per_prompt` questions from each brainstorm prompt of the unit and keep
     the usable ones: `[(prompt, question id, question)]`."""
@@ -251,7 +254,7 @@ def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: lis
     outs = teacher.generate([brainstorm_prompt(b, config) for b in prompts], config.questions_per_prompt,
                             SamplingConfig(temperature=config.question_temperature, top_p=config.top_p,
                                            max_new_tokens=config.question_max_new_tokens, seed=unit.seed))
-    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    seen = pool.copy()
     kept = []
     for b, gens in zip(prompts, outs):
         for j, gen in enumerate(gens):
@@ -266,9 +269,10 @@ def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: lis
     return kept
 
 
-def _draft(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[str], benchmark: str,
-           config: ARTEConfig) -> Work:
+def _draft(unit: Unit, get_teacher: Callable[[], Backend], decontam: Decontaminator, pool: NearDuplicates,
+           benchmark: str, config: ARTEConfig) -> Work:
     counts: Counter = Counter()
+    teacher = get_teacher()
     questions = _questions(unit, teacher, decontam, pool, config, counts, "draft")
     prompts = [rationale_prompt(q, config, style) for _, _, q in questions for style in config.styles]
     outs = teacher.generate(prompts, 1, SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
@@ -287,16 +291,11 @@ def _draft(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: list[st
     return Work(records={"questions": records}, counts=counts)
 
 
-def _dedupe(records: list[dict[str, Any]], config: ARTEConfig) -> Work:
+def _dedupe(questions: list[dict[str, Any]], config: ARTEConfig) -> Work:
     """Units dropped near-duplicates of the input; two units can still write near-identical
     questions: the first (in prompt order) is kept."""
-    seen, kept, counts = NearDuplicates(config.near_duplicate_rouge_l), [], Counter()
-    for record in records:
-        if seen.find(record["question"]) is not None:
-            counts["rejected/near_duplicate"] += 1
-            continue
-        seen.add(record["question"])
-        kept.append(record)
+    counts: Counter = Counter()
+    kept = drop_near_duplicates(questions, NearDuplicates(config.near_duplicate_rouge_l), counts)
     return Work(records={"questions": kept}, counts=counts)
 
 
@@ -315,10 +314,10 @@ def _probe_sampling(config: ARTEConfig, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, max_new_tokens=config.probe_max_new_tokens, seed=seed)
 
 
-def _score(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
+def _score(unit: Unit, probe: list[Problem], student: Callable[[], Backend], config: ARTEConfig) -> Work:
     items: tuple[tuple[str, str, str, str], ...] = unit.items
     prompts = [one_shot_prompt(q, r, p, config) for _, _, q, r in items for p in probe]
-    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
+    outs = student().generate(prompts, 1, _probe_sampling(config, unit.seed))
     records, counts = [], Counter()
     for i, (qid, style, _, _) in enumerate(items):
         rows = outs[i * len(probe):(i + 1) * len(probe)]
@@ -330,10 +329,10 @@ def _score(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfi
     return Work(records={"scores": records}, counts=counts)
 
 
-def _probe_baseline(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
+def _probe_baseline(unit: Unit, probe: list[Problem], student: Callable[[], Backend], config: ARTEConfig) -> Work:
     """Zero-shot accuracy on the probe set, the reference point for the one-shot scores."""
     prompts = [[{"role": "user", "content": render(config.student_template, question=p.question)}] for p in probe]
-    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
+    outs = student().generate(prompts, 1, _probe_sampling(config, unit.seed))
     correct = [grade(row[0].completion, p.answer, grading_benchmark(p.source), p.meta).correct
                for p, row in zip(probe, outs)]
     return Work(records={"baseline": [{"id": "baseline", "accuracy": sum(correct) / len(correct),
@@ -397,23 +396,6 @@ def _pairs(drafts: list[dict[str, Any]], prompts: dict[str, Brainstorm], config:
     return Work(records={"pairs": pairs}, counts=counts)
 
 
-def _release(models: Models) -> None:
-    """Forget the base teacher and student backends and collect them, so their weights (and, on
-    a GPU, their memory) are freed before the teacher is trained."""
-    import gc
-
-    models.release(models.teacher, models.teacher_options)
-    models.release(models.student, models.student_options)
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # a served-only setup without torch
-        pass
-
-
 def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: ARTEConfig) -> Work:
     """DPO on the pairs, from the base teacher, in `teacher_dpo/<hash of the pairs>/` (a
     finished training run is reused only for the very same data). `resume=True` continues a
@@ -430,9 +412,10 @@ def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: AR
 # -- 4. final generation ------------------------------------------------------------------------
 
 
-def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: list[str], benchmark: str,
-           config: ARTEConfig) -> Work:
+def _final(unit: Unit, get_writer: Callable[[], Backend], decontam: Decontaminator, pool: NearDuplicates,
+           benchmark: str, config: ARTEConfig) -> Work:
     counts: Counter = Counter()
+    writer = get_writer()
     questions = _questions(unit, writer, decontam, pool, config, counts, "final")
     outs = writer.generate([rationale_prompt(q, config) for _, _, q in questions], 1,
                            SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
@@ -451,8 +434,4 @@ def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: list[str
             "prompt_id": b.id, "origin": "arte"})
     counts["final/kept"] += len(records)
     return Work(records={"sft": records}, counts=counts)
-
-
-def _records(works: list[Work], name: str) -> list[dict[str, Any]]:
-    return [r for w in works for r in w.records.get(name, [])]
 

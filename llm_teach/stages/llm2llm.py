@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
 
@@ -106,10 +106,11 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
         wrong = [(p, answers[p.id]) for p in problems if p.id in answers]  # seeds only, in seed order
         teacher = run.backend(models.teacher_backend(), "teacher")
         pool = [d["question"] for d in data]
+        seen = NearDuplicates(config.near_duplicate_rouge_l, pool)  # the round's data, indexed once; units copy it
         works = run.map(f"round{r}/augment", wrong, config.chunk_size,
-                        lambda unit: _augment(unit, teacher, pool, decontam, benchmark, r, config),
+                        lambda unit: _augment(unit, teacher, seen, decontam, benchmark, r, config),
                         key=lambda pair: pair[0].id)
-        merged = run.once(f"round{r}/merge", lambda unit: _merge(works, pool, config),
+        merged = run.once(f"round{r}/merge", lambda unit: _merge(works, seen),
                           depends_on=[pool, [w.records for w in works]])
         data += merged.records["added"]
         rejected = Counter()
@@ -177,6 +178,7 @@ def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], b
     cfg = EvalConfig(benchmark=benchmark, max_new_tokens=config.eval_max_new_tokens, template=config.eval_template,
                      seed=derive_seed(config.seed, f"round{r}/eval"))
     summary = evaluate(student, seeds, cfg, eval_dir)
+    student = None  # the last reference to the checkpoint: release can free it before the next round trains
     models.release(model, options)
     items = read_jsonl(eval_dir / "items.jsonl")
     wrong = [{"id": it["id"], "completion": it["completions"][0], "answer": it["answers"][0]}
@@ -185,7 +187,7 @@ def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], b
                 counts=Counter({f"round{r}/seeds_wrong": len(wrong)}))
 
 
-def _augment(unit: Unit, teacher: Backend, pool: list[str], decontam: Decontaminator, benchmark: str, r: int,
+def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decontaminator, benchmark: str, r: int,
              config: LLM2LLMConfig) -> Work:
     """New problems for one unit of wrong seeds: generate, parse, filter cheaply, then have the
     teacher re-solve the survivors and keep the ones whose answers agree."""
@@ -196,7 +198,7 @@ def _augment(unit: Unit, teacher: Backend, pool: list[str], decontam: Decontamin
     sampling = SamplingConfig(temperature=config.teacher_temperature, max_new_tokens=config.teacher_max_new_tokens,
                               seed=unit.seed)
     outputs = teacher.generate(prompts, config.new_per_wrong, sampling)
-    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    seen = pool.copy()
     candidates = []
     for (seed, _), gens in zip(unit.items, outputs):
         for j, gen in enumerate(gens):
@@ -229,18 +231,11 @@ def _augment(unit: Unit, teacher: Backend, pool: list[str], decontam: Decontamin
     return Work(records={"problems": [asdict(p) for p in candidates]}, counts=counts)
 
 
-def _merge(works: list[Work], pool: list[str], config: LLM2LLMConfig) -> Work:
-    """Units filtered near-duplicates against the data at round start; this pass drops the
-    ones two units produced independently (in unit order, so it is deterministic)."""
-    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
-    added, counts = [], Counter()
-    for work in works:
-        for problem in work.records.get("problems", []):
-            if seen.find(problem["question"]) is not None:
-                counts["rejected/near_duplicate"] += 1
-                continue
-            seen.add(problem["question"])
-            added.append(problem)
+def _merge(works: list[Work], pool: NearDuplicates) -> Work:
+    """Units filtered near-duplicates against the data at round start (`pool`); this pass drops
+    the ones two units produced independently (in unit order, so it is deterministic)."""
+    counts: Counter = Counter()
+    added = drop_near_duplicates(records(works, "problems"), pool.copy(), counts)
     counts["added"] = len(added)
     return Work(records={"added": added}, counts=counts)
 

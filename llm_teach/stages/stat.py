@@ -45,17 +45,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
-from llm_teach.evaluation import majority_correct
-from llm_teach.grading import answer_key, grade, last_boxed
+from llm_teach.evaluation import majority_vote
+from llm_teach.grading import answer_key, extract_answer, grade, last_boxed
 from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.parsing import parse_problem
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed
+from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 MAX_SKILL_CHARS = 80  # a "skill" longer than this is a sentence, not a name
 MAX_SKILL_WORDS = 12
@@ -129,7 +129,7 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
         raise UserError("stat: no problems")
     out = Path(out)
     inputs: dict[str, Any] = {"problems": len(problems),
-                              "problem_ids": "sha256:" + content_hash([p.id for p in problems])}
+                              "problem_ids": ids_digest([p.id for p in problems])}
     if config.skills_file:
         if not Path(config.skills_file).is_file():
             raise UserError(f"{config.skills_file}: skills file not found")
@@ -152,16 +152,16 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     # Units of later steps hash what they depend on (the skill list, the judged response), so a
     # re-run over changed inputs redoes them instead of reusing stale results.
     skills_key = content_hash(skills)
-    labels = _records(run.map("labels", problems, config.chunk_size,
-                              lambda unit: _label(unit, skills, teacher, config),
-                              key=lambda p: f"{p.id}|{skills_key}"), "labels")
-    answers = _records(run.map("answers", problems, config.chunk_size,
-                               lambda unit: _answer(unit, student, config)), "answers")
+    labels = records(run.map("labels", problems, config.chunk_size,
+                             lambda unit: _label(unit, skills, teacher, config),
+                             key=lambda p: f"{p.id}|{skills_key}"), "labels")
+    answers = records(run.map("answers", problems, config.chunk_size,
+                              lambda unit: _answer(unit, student, config)), "answers")
     difficult = [by_id[a["id"]] for a in answers if a["difficult"]]
     responses = {a["id"]: a["completions"][a["shown"]] for a in answers if a["difficult"]}
-    missing = _records(run.map("judge", difficult, config.chunk_size,
-                               lambda unit: _judge(unit, skills, responses, teacher, config),
-                               key=lambda p: f"{p.id}|{skills_key}|{content_hash(responses[p.id])}"), "missing")
+    missing = records(run.map("judge", difficult, config.chunk_size,
+                              lambda unit: _judge(unit, skills, responses, teacher, config),
+                              key=lambda p: f"{p.id}|{skills_key}|{content_hash(responses[p.id])}"), "missing")
     profile = skill_profile(missing, skills)
 
     sft: list[dict[str, Any]] = []
@@ -250,9 +250,9 @@ def _answer(unit: Unit, student: Backend, config: STATConfig) -> Work:
         item = {"answers": [g.extracted for g in grades], "correct": [g.correct for g in grades]}
         k = config.student_samples
         sample_item = {"answers": item["answers"][:k], "correct": item["correct"][:k]}
-        correct = grades[k].correct if config.correctness == "greedy" else majority_correct(sample_item, benchmark)
-        keys = [answer_key(a, benchmark) for a in sample_item["answers"] if a is not None]
-        agreement = max(Counter(keys).values(), default=0)
+        majority, agreement = majority_vote(sample_item["answers"], benchmark)
+        correct = (grades[k].correct if config.correctness == "greedy"
+                   else majority is not None and bool(sample_item["correct"][majority]))
         difficult, reason = is_difficult(correct, agreement, config.min_agreement)
         counts[f"answers/{reason}"] += 1
         records.append({"id": problem.id, "gold": problem.answer, "completions": completions, **item,
@@ -381,8 +381,8 @@ def _sel(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], p
     picks, pick_counts = select(profile, labels, _size(config.sel_size, problems), run.seed)
     order = {p.id: i for i, p in enumerate(problems)}
     need = sorted({pid for pid, _ in picks if solution_target(by_id[pid]) is None}, key=order.__getitem__)
-    solved = _records(run.map("sel_solve", [by_id[pid] for pid in need], config.chunk_size,
-                              lambda unit: _solve_gold(unit, teacher, config)), "solutions")
+    solved = records(run.map("sel_solve", [by_id[pid] for pid in need], config.chunk_size,
+                             lambda unit: _solve_gold(unit, teacher, config)), "solutions")
     targets = {r["id"]: r["solution"] for r in solved}
 
     def assemble(unit: Unit) -> Work:
@@ -462,23 +462,17 @@ def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], m
     by_id = {p.id: p for p in problems}
     tasks = syn_tasks(profile, _size(config.syn_size, problems), problems, labels, missing,
                       config.syn_references, run.seed)
-    pool = [p.question for p in problems]
+    pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])  # copied per unit
     works = run.map("syn", tasks, config.chunk_size,
                     lambda unit: _write_and_solve(unit, by_id, pool, teacher, decontam, config),
                     key=lambda t: f"{t.id}|{t.skill}|{','.join(t.references)}")
-    written = _records(works, "problems")
+    written = records(works, "problems")
 
     def dedupe(unit: Unit) -> Work:
         """Units dropped near-duplicates of the input; two units can still write near-identical
         problems: the first (in task order) is kept."""
-        counts, kept = Counter(), []
-        seen = NearDuplicates(config.near_duplicate_rouge_l)
-        for record in written:
-            if seen.find(record["question"]) is not None:
-                counts["rejected/near_duplicate"] += 1
-                continue
-            seen.add(record["question"])
-            kept.append(record)
+        counts: Counter = Counter()
+        kept = drop_near_duplicates(written, NearDuplicates(config.near_duplicate_rouge_l), counts)
         return Work(records={"problems": kept}, counts=counts)
 
     synthetic = run.once("syn_dedupe", dedupe, depends_on=written).records["problems"]
@@ -491,7 +485,7 @@ def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], m
     return sft, synthetic
 
 
-def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: list[str], teacher: Backend,
+def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: NearDuplicates, teacher: Backend,
                      decontam: Decontaminator, config: STATConfig) -> Work:
     """Write this unit's problems, drop unusable ones (empty, contaminated, near-duplicates of
     the input or of each other), then solve the rest `syn_solutions` times and keep those whose
@@ -504,7 +498,7 @@ def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: list[str], tea
     outs = teacher.generate(prompts, 1, SamplingConfig(temperature=config.syn_temperature, top_p=config.top_p,
                                                        max_new_tokens=config.list_max_new_tokens, seed=unit.seed))
     candidates = []
-    seen = NearDuplicates(config.near_duplicate_rouge_l, pool)
+    seen = pool.copy()
     for task, gens in zip(tasks, outs):
         question = parse_problem(gens[0].completion)
         counts["syn/written"] += 1
@@ -535,19 +529,13 @@ def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: list[str], tea
 def agreeing_solutions(completions: list[str], benchmark: str, min_agree: int) -> tuple[str | None, list[str]]:
     """(the majority answer, the solutions giving it) when at least `min_agree` solutions agree
     (grouped by `answer_key`; ties to the answer seen first), else (None, [])."""
-    from llm_teach.grading import extract_answer
-
     answers = [extract_answer(c, benchmark)[0] for c in completions]
-    keys = [answer_key(a, benchmark) if a is not None else None for a in answers]
-    votes = Counter(k for k in keys if k is not None)
-    if not votes:
+    index, votes = majority_vote(answers, benchmark)
+    if index is None or votes < min_agree:
         return None, []
-    top = max(votes.values())
-    if top < min_agree:
-        return None, []
-    winner = next(k for k in keys if k is not None and votes[k] == top)
-    index = keys.index(winner)
-    return answers[index], [c for c, k in zip(completions, keys) if k == winner]
+    winner = answer_key(answers[index], benchmark)
+    return answers[index], [c for c, a in zip(completions, answers)
+                            if a is not None and answer_key(a, benchmark) == winner]
 
 
 # -- parsing model text -------------------------------------------------------------------------
@@ -657,10 +645,6 @@ def solve_prompt(question: str, config: STATConfig) -> list[dict[str, str]]:
 def _sft_record(rid: str, question: str, solution: str, config: STATConfig, **extra: Any) -> dict[str, Any]:
     return {"id": rid, "messages": [*solve_prompt(question, config), {"role": "assistant", "content": solution}],
             **extra}
-
-
-def _records(works: list[Work], name: str) -> list[dict[str, Any]]:
-    return [r for w in works for r in w.records.get(name, [])]
 
 
 def _size(value: int | None, problems: list[Problem]) -> int:
