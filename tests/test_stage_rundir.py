@@ -48,7 +48,7 @@ def test_units_are_fixed_and_seeded_by_content(tmp_path):
 def test_resume_skips_done_units_and_sums_counts_and_usage(tmp_path):
     models = _models()
     run = StageRun(tmp_path, "toy", Cfg(), models)
-    backend = run.backend(models.teacher_backend(), "teacher")
+    backend = run.backend(models.teacher_backend, "teacher")
     calls = []
 
     def work(unit):
@@ -62,7 +62,7 @@ def test_resume_skips_done_units_and_sums_counts_and_usage(tmp_path):
     assert (tmp_path / "work" / "s.jsonl.part").exists()
 
     run2 = StageRun(tmp_path, "toy", Cfg(), models)
-    backend = run2.backend(models.teacher_backend(), "teacher")
+    backend = run2.backend(models.teacher_backend, "teacher")
     results = run2.map("s", list(range(5)), 2, work)
     assert calls == [0, 1, 1, 2]  # unit 0 was not redone
     records = [r for w in results for r in w.records["out"]]

@@ -420,3 +420,24 @@ def test_stat_survives_sigkill_with_identical_records(tmp_path):
     script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
     manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=5)
     assert manifest["summary"]["sel_records"] > 0 and manifest["summary"]["syn_records"] > 0  # every step had work
+
+
+def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
+    """Backends are made when a unit first calls them (`run.backend` holds a factory): a re-run
+    of a finished run, or a resume past the steps that use a model, loads none."""
+    import llm_teach.stages.models as models_module
+
+    problems = load_problems("rg:chain_sum", limit=4)
+    teacher, student = pure_models(problems)
+    made = []
+
+    def make_backend(spec, options):
+        made.append(spec)
+        return {"teacher": teacher, "student": student}[spec]
+
+    monkeypatch.setattr(models_module, "make_backend", make_backend)
+    first = stat(problems, Models("teacher", "student"), STATConfig(**PURE_CONFIG), tmp_path)
+    assert sorted(made) == ["student", "teacher"]
+    made.clear()
+    again = stat(problems, Models("teacher", "student"), STATConfig(**PURE_CONFIG), tmp_path)
+    assert made == [] and again["counts"] == first["counts"] and again["usage"] == first["usage"]

@@ -43,7 +43,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
@@ -144,10 +144,8 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     benchmark = grading_benchmark(probe[0].source)
     # Each unit copies this index of the input (built once) for its near-duplicate checks.
     pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])
-    # Backends are made when a unit first needs them (`Models` caches them): a resumed run whose
-    # units are done loads no model it does not use.
-    teacher: Callable[[], Backend] = lambda: run.backend(models.teacher_backend(), "teacher")
-    student: Callable[[], Backend] = lambda: run.backend(models.student_backend(), "student")
+    teacher = run.backend(models.teacher_backend, "teacher")  # made on first use (see Metered)
+    student = run.backend(models.student_backend, "student")
 
     # 1. Draft questions and one rationale per style.
     n_draft = config.draft_prompts or math.ceil(len(seeds) / config.seeds_per_prompt)
@@ -183,7 +181,7 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
         result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
         aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
         aligned_spec = str(out / aligned_rel)
-        writer = lambda: run.backend(models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
+        writer = run.backend(lambda: models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
     elif config.align:
         run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
 
@@ -269,10 +267,9 @@ def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: Nea
     return kept
 
 
-def _draft(unit: Unit, get_teacher: Callable[[], Backend], decontam: Decontaminator, pool: NearDuplicates,
+def _draft(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: NearDuplicates,
            benchmark: str, config: ARTEConfig) -> Work:
     counts: Counter = Counter()
-    teacher = get_teacher()
     questions = _questions(unit, teacher, decontam, pool, config, counts, "draft")
     prompts = [rationale_prompt(q, config, style) for _, _, q in questions for style in config.styles]
     outs = teacher.generate(prompts, 1, SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
@@ -314,10 +311,10 @@ def _probe_sampling(config: ARTEConfig, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, max_new_tokens=config.probe_max_new_tokens, seed=seed)
 
 
-def _score(unit: Unit, probe: list[Problem], student: Callable[[], Backend], config: ARTEConfig) -> Work:
+def _score(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
     items: tuple[tuple[str, str, str, str], ...] = unit.items
     prompts = [one_shot_prompt(q, r, p, config) for _, _, q, r in items for p in probe]
-    outs = student().generate(prompts, 1, _probe_sampling(config, unit.seed))
+    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
     records, counts = [], Counter()
     for i, (qid, style, _, _) in enumerate(items):
         rows = outs[i * len(probe):(i + 1) * len(probe)]
@@ -329,10 +326,10 @@ def _score(unit: Unit, probe: list[Problem], student: Callable[[], Backend], con
     return Work(records={"scores": records}, counts=counts)
 
 
-def _probe_baseline(unit: Unit, probe: list[Problem], student: Callable[[], Backend], config: ARTEConfig) -> Work:
+def _probe_baseline(unit: Unit, probe: list[Problem], student: Backend, config: ARTEConfig) -> Work:
     """Zero-shot accuracy on the probe set, the reference point for the one-shot scores."""
     prompts = [[{"role": "user", "content": render(config.student_template, question=p.question)}] for p in probe]
-    outs = student().generate(prompts, 1, _probe_sampling(config, unit.seed))
+    outs = student.generate(prompts, 1, _probe_sampling(config, unit.seed))
     correct = [grade(row[0].completion, p.answer, grading_benchmark(p.source), p.meta).correct
                for p, row in zip(probe, outs)]
     return Work(records={"baseline": [{"id": "baseline", "accuracy": sum(correct) / len(correct),
@@ -412,10 +409,9 @@ def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: AR
 # -- 4. final generation ------------------------------------------------------------------------
 
 
-def _final(unit: Unit, get_writer: Callable[[], Backend], decontam: Decontaminator, pool: NearDuplicates,
+def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: NearDuplicates,
            benchmark: str, config: ARTEConfig) -> Work:
     counts: Counter = Counter()
-    writer = get_writer()
     questions = _questions(unit, writer, decontam, pool, config, counts, "final")
     outs = writer.generate([rationale_prompt(q, config) for _, _, q in questions], 1,
                            SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,

@@ -104,7 +104,7 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
                              depends_on=eval_key)
         answers = {w["id"]: w for w in evaluated.records["wrong"]}
         wrong = [(p, answers[p.id]) for p in problems if p.id in answers]  # seeds only, in seed order
-        teacher = run.backend(models.teacher_backend(), "teacher")
+        teacher = run.backend(models.teacher_backend, "teacher")
         pool = [d["question"] for d in data]
         seen = NearDuplicates(config.near_duplicate_rouge_l, pool)  # the round's data, indexed once; units copy it
         works = run.map(f"round{r}/augment", wrong, config.chunk_size,
@@ -174,11 +174,10 @@ def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], b
     options = models.student_options
     if options.backend == "openai":
         options = BackendOptions(backend="hf", dtype=options.dtype)
-    student = run.backend(models.backend(model, options), "student")
+    student = run.backend(lambda: models.backend(model, options), "student")
     cfg = EvalConfig(benchmark=benchmark, max_new_tokens=config.eval_max_new_tokens, template=config.eval_template,
                      seed=derive_seed(config.seed, f"round{r}/eval"))
     summary = evaluate(student, seeds, cfg, eval_dir)
-    student = None  # the last reference to the checkpoint: release can free it before the next round trains
     models.release(model, options)
     items = read_jsonl(eval_dir / "items.jsonl")
     wrong = [{"id": it["id"], "completion": it["completions"][0], "answer": it["answers"][0]}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from llm_teach.backends import Backend, BackendOptions, Generation, Prompt, SamplingConfig, TokenLogprobs, make_backend
 
@@ -123,11 +123,20 @@ class Usage:
 
 
 class Metered:
-    """A backend that counts what goes through it into `meter.usage` (the current unit's)."""
+    """A backend that counts what goes through it into `meter.usage` (the current unit's).
 
-    def __init__(self, backend: Backend, role: str, meter: "UsageMeter"):
-        self.inner, self.role, self.meter = backend, role, meter
-        self.name, self.model = backend.name, backend.model
+    It holds a factory, not the backend: `Models` caches what the factory makes, so nothing is
+    loaded until a unit first calls the model (a resumed run whose units are done loads no
+    model), and `Models.release` can free the weights since this wrapper keeps no reference."""
+
+    def __init__(self, make: Callable[[], Backend], role: str, meter: "UsageMeter"):
+        if not callable(make):
+            raise TypeError("a metered backend is made from a factory, e.g. run.backend(models.teacher_backend, ...)")
+        self.make, self.role, self.meter = make, role, meter
+
+    @property
+    def inner(self) -> Backend:
+        return self.make()
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         out = self.inner.generate(prompts, n, sampling)
@@ -152,5 +161,5 @@ class UsageMeter:
     def __init__(self) -> None:
         self.usage = Usage()
 
-    def wrap(self, backend: Backend, role: str) -> Metered:
-        return backend if isinstance(backend, Metered) else Metered(backend, role, self)
+    def wrap(self, make: Callable[[], Backend], role: str) -> Metered:
+        return Metered(make, role, self)

@@ -18,7 +18,7 @@ How a stage uses it (the whole contract)::
 
     run = StageRun(out, "ssb", config, models, templates=["ssb/rollout.jinja", ...],
                    inputs={"problems": len(problems)})
-    model = run.backend(models.teacher_backend(), "teacher")        # counts tokens
+    model = run.backend(models.teacher_backend, "teacher")        # counts tokens
     results = run.map("explain", problems, config.chunk_size, work)  # work(unit) -> Work
     records = [r for w in results for r in w.records.get("distill", [])]
     run.finish({"records.jsonl": records}, summary={...})
@@ -109,9 +109,10 @@ class StageRun:
         self._write_manifest("running")
 
     # -- model calls --------------------------------------------------------------------------
-    def backend(self, backend: Backend, role: str) -> Metered:
-        """Wrap a backend so its calls are counted in this run's usage under `role`."""
-        return self.meter.wrap(backend, role)
+    def backend(self, make: Callable[[], Backend], role: str) -> Metered:
+        """The backend `make()` returns, made on first use, with its calls counted in this run's
+        usage under `role` (e.g. `run.backend(models.teacher_backend, "teacher")`)."""
+        return self.meter.wrap(make, role)
 
     # -- work ---------------------------------------------------------------------------------
     def units(self, step: str, items: Sequence[Any], size: int, key: Callable[[Any], str] = None) -> list[Unit]:

@@ -70,8 +70,8 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
     out = Path(out)
     run = StageRun(out, "ssb", config, models, templates=[config.solve_template, config.explain_template],
                    inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])})
-    teacher = run.backend(models.teacher_backend(), "teacher")
-    roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend(), "student")
+    teacher = run.backend(models.teacher_backend, "teacher")
+    roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend, "student")
     store = LogitSink(out / "logits", config, teacher.model)
     try:
         results = run.map("ssb", problems, config.chunk_size, lambda unit: _work(unit, roller, teacher, store, config))

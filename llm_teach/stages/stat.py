@@ -140,8 +140,8 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     run = StageRun(out, "stat", config, models, templates=templates, inputs=inputs)
     decontam, decontam_report = (Decontaminator.from_config(config.decontamination) if config.mode != "sel"
                                  else (None, {}))
-    teacher = run.backend(models.teacher_backend(), "teacher")
-    student = run.backend(models.student_backend(), "student")
+    teacher = run.backend(models.teacher_backend, "teacher")
+    student = run.backend(models.student_backend, "student")
     by_id = {p.id: p for p in problems}
 
     rng = random.Random(derive_seed(run.seed, "skill-sample"))
