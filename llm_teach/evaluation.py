@@ -19,6 +19,7 @@ from llm_teach.data.jsonl import RecordLog, write_json_atomic
 from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import answer_key, grade
+from llm_teach.models import weights_stamp
 from llm_teach.progress import progress_bar
 from llm_teach.prompts import render, template_hash
 
@@ -185,16 +186,18 @@ def _check_resumable(out: Path, backend: Backend, config: EvalConfig, problems: 
         import json
 
         previous = json.loads(manifest.read_text())
-        if previous.get("config") != asdict(config) or previous.get("model") != backend.model:
-            raise UserError(f"{out} holds an evaluation with another model or config; "
-                            f"use a new --out (or delete it) to start over")
+        if (previous.get("config") != asdict(config) or previous.get("model") != backend.model
+                or previous.get("weights") != weights_stamp(backend.model)):
+            raise UserError(f"{out} holds an evaluation with another model or config (or the model's weights "
+                            f"changed since); use a new --out (or delete it) to start over")
     _write_eval_manifest(out, backend, config, problems, status="running")
 
 
 def _write_eval_manifest(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem], **extra) -> None:
     from llm_teach.manifest import write_manifest
 
-    write_manifest(out, model=backend.model, backend=backend.name, config=asdict(config),
+    write_manifest(out, model=backend.model, weights=weights_stamp(backend.model), backend=backend.name,
+                   config=asdict(config),
                    prompts={config.template: template_hash(config.template)},
                    counts={"problems": len(problems)}, **extra)
 

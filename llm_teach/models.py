@@ -120,6 +120,21 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
+def weights_stamp(spec: str) -> str | None:
+    """For a model in a local directory, a short hash of its weight files' names, sizes and
+    modification times: it changes when the directory is trained again, which the spec (a
+    path) does not say. None for anything else (hub ids, aliases, served names)."""
+    path = Path(spec.split("?")[0])
+    if not path.is_dir():
+        return None
+    files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".gguf"))
+    return hashlib.sha256(_files_stamp(files).encode()).hexdigest()[:16]
+
+
+def _files_stamp(files: list[Path]) -> str:
+    return "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
 def prepare(spec: str | ModelSpec) -> str:
     """Make the model available locally and return what `from_pretrained` should load:
     a local directory, or the hub id itself (transformers downloads and caches it)."""
@@ -137,8 +152,7 @@ def _prepare_base(ms: ModelSpec) -> str:
         return ms.base
     if ms.kind == "adapter":
         adapter = Path(ms.base).resolve()
-        weights = sorted(adapter.glob("adapter_model.*"))
-        stamp = "|".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
+        stamp = _files_stamp(sorted(adapter.glob("adapter_model.*")))
         key = hashlib.sha256(f"{adapter}|{stamp}".encode()).hexdigest()[:12]
         return str(_cached(f"{adapter.parent.name}-{adapter.name}-merged-{key}", lambda out: _write_merged(adapter, out)))
     if ms.kind == "gguf":

@@ -146,3 +146,20 @@ def test_majority_vote_index_and_count():
     assert majority_vote(["7", "1,000", None, "1000.0", "7", None], "gsm8k") == (0, 2)  # a tie: first seen wins
     assert majority_vote([None, "1,000", "7", "$1000", "1000.0"], "gsm8k") == (1, 3)
     assert majority_vote([None, None], "gsm8k") == (None, 0) and majority_vote([], "gsm8k") == (None, 0)
+
+
+def test_resume_refuses_a_model_directory_trained_again(tmp_path, tiny_model_dir):
+    """The spec of a local model is its path, which stays the same when it is trained again;
+    the manifest's weights stamp tells the two apart, so old items are never reused."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    args = ["eval", "--model", str(model), "--benchmark", "rg:chain_sum", "--limit", "2", "--max-new-tokens", "4",
+            "--out", str(tmp_path / "e")]
+    assert run_cli(*args).returncode == 0
+    assert run_cli(*args).returncode == 0  # unchanged weights: resumes (here: nothing left to do)
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # "retrained": same path, new file
+    r = run_cli(*args)
+    assert r.returncode == 2 and "weights" in r.stderr and "Traceback" not in r.stderr, r.stderr
