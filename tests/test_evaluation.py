@@ -107,36 +107,45 @@ def test_suite_runs_each_benchmark_into_its_own_directory(tmp_path, tiny_model_d
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"benchmarks:\n"
                      f"  - {{benchmark: 'rg:chain_sum', limit: 3, max_new_tokens: 8}}\n"
-                     f"  - {{benchmark: gsm8k, data: {gsm}, max_new_tokens: 8, samples: 2}}\n"
+                     f"  - {{benchmark: gsm8k, data: {gsm}, max_new_tokens: 6, samples: 2}}\n"
                      f"  - {{benchmark: math500, data: {tmp_path / 'absent' / 'test.jsonl'}}}\n")
-    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--limit", "2", "--out", str(tmp_path / "s"))
+    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--limit", "2", "--samples", "3",
+                "--out", str(tmp_path / "s"))
     assert r.returncode == 0, r.stderr
     assert "skipping math500" in r.stderr
     result = json.loads((tmp_path / "s" / "suite.json").read_text())
     assert result["skipped"] == ["math500"] and list(result["results"]) == ["rg-chain_sum", "gsm8k"]
-    assert result["results"]["gsm8k"]["samples"] == 2 and result["results"]["gsm8k"]["n"] == 2  # --limit caps
-    assert result["results"]["rg-chain_sum"]["samples"] == 1
-    for name, n in (("rg-chain_sum", 2), ("gsm8k", 2)):
-        assert len((tmp_path / "s" / name / "items.jsonl").read_text().splitlines()) == n
-    # options typed on the command line beat the suite's values
-    r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--limit", "1", "--samples", "3",
-                "--max-new-tokens", "4", "--out", str(tmp_path / "t"))
-    assert r.returncode == 0, r.stderr
-    for summary in json.loads((tmp_path / "t" / "suite.json").read_text())["results"].values():
-        assert summary["samples"] == 3 and summary["max_new_tokens"] == 4 and summary["n"] == 1
+    for name, max_new_tokens in (("rg-chain_sum", 8), ("gsm8k", 6)):
+        summary = result["results"][name]
+        assert summary["n"] == 2  # --limit caps the entry's limit (and the file's 3 problems)
+        assert summary["samples"] == 3  # a typed option beats the entry's value...
+        assert summary["max_new_tokens"] == max_new_tokens  # ...and the entry's value beats the default
+        assert len((tmp_path / "s" / name / "items.jsonl").read_text().splitlines()) == 2
+        assert json.loads((tmp_path / "s" / name / "summary.json").read_text()) == summary
 
 
 @pytest.mark.parametrize("entries, message", [
     ("  - {benchmark: gsm8k, limt: 3}", "benchmarks[0]: unknown key 'limt'; did you mean 'limit'?"),
     ("  - {benchmark: gsm8k, samples: 0}", "benchmarks[0]: 'samples' must be at least 1"),
     ("  - {benchmark: gsm8k}\n  - {benchmark: gsm8k, limit: 2}", "distinct 'name:'s"),
-    ("  - {benchmark: 'rg:chain_sum', data: nowhere/test.jsonl}", "none of its benchmarks' data is on this machine"),
+    ("benchmark: gsm8k", "unknown key 'benchmark'; did you mean 'benchmarks'?"),
 ])
-def test_bad_suites_are_one_line(tmp_path, entries, message):
+def test_bad_suites_are_one_line_errors(tmp_path, entries, message):
+    from llm_teach.errors import UserError
+    from llm_teach.evaluation import load_suite
+
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"benchmarks:\n{entries}\n")
+    with pytest.raises(UserError) as info:
+        load_suite(suite)
+    assert message in str(info.value) and str(suite) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_suite_with_no_data_on_this_machine_is_exit_2(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("benchmarks:\n  - {benchmark: gsm8k, data: nowhere/test.jsonl}\n")
     r = run_cli("eval", "--model", "tiny-random", "--suite", str(suite), "--out", str(tmp_path / "s"))
-    assert r.returncode == 2 and message in r.stderr and str(suite) in r.stderr, r.stderr
+    assert r.returncode == 2 and "none of its benchmarks' data is on this machine" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()
 
 
@@ -153,13 +162,19 @@ def test_resume_refuses_a_model_directory_trained_again(tmp_path, tiny_model_dir
     the manifest's weights stamp tells the two apart, so old items are never reused."""
     import shutil
 
+    from llm_teach.backends import BackendOptions, make_backend
+    from llm_teach.data import load_problems
+    from llm_teach.errors import UserError
+    from llm_teach.evaluation import evaluate
+
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    args = ["eval", "--model", str(model), "--benchmark", "rg:chain_sum", "--limit", "2", "--max-new-tokens", "4",
-            "--out", str(tmp_path / "e")]
-    assert run_cli(*args).returncode == 0
-    assert run_cli(*args).returncode == 0  # unchanged weights: resumes (here: nothing left to do)
+    backend = make_backend(str(model), BackendOptions(dtype="float32"))
+    problems = load_problems("rg:chain_sum", 2)
+    config = EvalConfig(benchmark="rg:chain_sum", max_new_tokens=4)
+    first = evaluate(backend, problems, config, tmp_path / "e")
+    assert evaluate(backend, problems, config, tmp_path / "e") == first  # same weights: resumes
     weights = next(model.glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes())  # "retrained": same path, new file
-    r = run_cli(*args)
-    assert r.returncode == 2 and "weights" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with pytest.raises(UserError, match="weights"):
+        evaluate(backend, problems, config, tmp_path / "e")
