@@ -24,7 +24,7 @@ LAUNCH_KEYS = {"config_file", "num_processes", "args"}  # accelerate launch opti
 def train_model(method: str, values: dict[str, Any], out: str | Path, launch: dict[str, Any] | None = None) -> Path:
     """Train and return the model directory (see `llm_teach.trainers.train`)."""
     from llm_teach.trainers import make_config, train
-    from llm_teach.trainers.common import final_model_dir
+    from llm_teach.trainers.lifecycle import final_model_dir
 
     out = Path(out)
     if not launch:

@@ -36,7 +36,7 @@ def make_trainer(tmp: Path, problems: str, teacher, reward_funcs=None, **kd):
     from datasets import Dataset
 
     from llm_teach.models import load_tokenizer
-    from llm_teach.trainers.common import load_student
+    from llm_teach.trainers.model_loading import load_student
     from llm_teach.trainers.grpo import build_dataset, grpo_args, reward_functions
     from llm_teach.trainers.kdrl import KDRLConfig, KDRLTrainer
 
@@ -82,7 +82,7 @@ def test_padded_teacher_vocabulary_is_cut_to_the_shared_one(tmp_path, problems, 
     common vocabulary keeps R == 0; a softmax over the padded one would not."""
     from transformers import AutoModelForCausalLM
 
-    from llm_teach.trainers.common import load_teacher
+    from llm_teach.trainers.model_loading import load_teacher
 
     padded = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     padded.resize_token_embeddings(padded.config.vocab_size + 64, mean_resizing=False)
@@ -124,7 +124,7 @@ def all_wrong(completions, **_):
     ("group", all_wrong, 0.0, False),  # no group has a correct one: KD everywhere
 ])
 def test_reward_guided_masking(tmp_path, problems, mode, reward, masked, kd_zero):
-    from llm_teach.trainers.common import load_teacher
+    from llm_teach.trainers.model_loading import load_teacher
 
     trainer = make_trainer(tmp_path / "run", problems, load_teacher("tiny-random?seed=1", "float32"),
                            reward_funcs=[reward], kd_mask=mode)

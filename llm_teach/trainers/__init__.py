@@ -17,7 +17,7 @@ One entry point for the CLI and the stages::
 | kdrl    | Problems + a teacher                                     | trl.GRPOTrainer subclass (kdrl.py)|
 | distill | `{prompt, teacher_prompt, completion, logits_ref}`       | transformers.Trainer subclass     |
 
-Every run writes OUT/metrics.jsonl, OUT/manifest.json and OUT/checkpoints/ (see common.py).
+Every run writes OUT/metrics.jsonl, OUT/manifest.json and OUT/checkpoints/ (see lifecycle.py).
 """
 
 from __future__ import annotations
@@ -64,17 +64,17 @@ def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool 
     uninterrupted run) and are an error otherwise. `callbacks` are extra
     `transformers.TrainerCallback`s (tests use one to crash a run mid-way).
     """
-    from llm_teach.trainers import common
+    from llm_teach.trainers import lifecycle
 
     cfg = make_config(method, values)
     out = Path(out)
-    inputs = common.source_info(cfg.data)  # hashes the data file: once, for plan_run and the manifest
-    action, checkpoint = common.plan_run(out, method, cfg.to_dict(), resume, inputs)
+    inputs = lifecycle.source_info(cfg.data)  # hashes the data file: once, for plan_run and the manifest
+    action, checkpoint = lifecycle.plan_run(out, method, cfg.to_dict(), resume, inputs)
     if action == "done":
-        return common.final_model_dir(out)
+        return lifecycle.final_model_dir(out)
     # Data and models are validated and loaded before anything is written to `out`.
     trainer = method_module(method).build_trainer(cfg, out, callbacks=callbacks)
-    return common.run(trainer, cfg, method, out, checkpoint, inputs)
+    return lifecycle.run(trainer, cfg, method, out, checkpoint, inputs)
 
 
 __all__ = ["METHODS", "config_class", "make_config", "train"]

@@ -38,9 +38,9 @@ from transformers import Trainer
 
 from llm_teach.backends.openai import encode_prompt
 from llm_teach.errors import UserError
-from llm_teach.trainers.common import (TeacherBackend, TrainConfig, is_records_file, load_student, lora_config,
-                                       make_args, make_teacher, option, prepare_frozen, read_records, require,
-                                       trl_kwargs)
+from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
+from llm_teach.trainers.records import is_records_file, read_records, require
+from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, option, trl_kwargs
 from llm_teach.trainers.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
 from llm_teach.trainers.losses import ChunkedDistillLoss, Divergence
 

@@ -1,0 +1,229 @@
+"""The run lifecycle every trainer shares: what to do with OUT (fresh, resume or done), the
+data's identity for that decision, metrics.jsonl, manifest.json and the final save.
+
+Output directory of a run (`OUT`)::
+
+    manifest.json      what produced it: command, resolved config, versions, world size
+    metrics.jsonl      one JSON object per logging step ({"step", "loss", ...})
+    checkpoints/       checkpoint-N/ written by the HF Trainer (safetensors weights)
+    model/             final full weights + tokenizer (full fine-tune, or LoRA with `merge`)
+    adapter/           final LoRA adapter + tokenizer (when lora_r > 0)
+
+`train()` returns `OUT/model` when it exists, else `OUT/adapter`; both are model specs that
+`llm_teach.models.load_model` accepts (an adapter directory is merged into a cached copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from llm_teach.errors import UserError
+from llm_teach.trainers.train_config import TrainConfig
+
+
+def source_info(source: str) -> dict[str, Any]:
+    """The training data's identity for the manifest and for `plan_run`: the source, plus the
+    content hash of a data file (a changed file is not the same run)."""
+    from llm_teach.manifest import file_hash
+
+    info: dict[str, Any] = {"data": source}
+    if Path(source).is_file():
+        info["data_hash"] = file_hash(source)
+    return info
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def final_model_dir(out: Path) -> Path:
+    return out / "model" if (out / "model").is_dir() else out / "adapter"
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
+             inputs: dict[str, Any] | None = None) -> tuple[str, Path | None]:
+    """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
+
+    A finished run with the same config and the same data (file hash) is not redone; anything
+    else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
+    `inputs`: `source_info(config["data"])` when the caller already has it (it hashes the file).
+    """
+    manifest = read_manifest(out)
+    if manifest and manifest.get("status") == "complete":
+        if inputs is None:
+            inputs = source_info(config["data"])
+        same_data = manifest.get("inputs") == _jsonable(inputs)
+        if manifest.get("method") == method and manifest.get("config") == _jsonable(config) and same_data:
+            return "done", None
+        what = "config" if same_data else "data (the file changed since)"
+        raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
+                        "choose another --out")
+    checkpoints = checkpoint_dirs(out)
+    if checkpoints and not resume:
+        raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
+                        "pass --resume to continue it, or choose another --out")
+    if resume and checkpoints:
+        if manifest and manifest.get("method") not in (None, method):
+            raise UserError(f"{out} holds a '{manifest.get('method')}' run; cannot resume it as '{method}'")
+        return "resume", checkpoints[-1]
+    return "fresh", None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class MetricsLog:
+    """`OUT/metrics.jsonl`: one line per logging step, written by the main process only.
+
+    A `transformers.TrainerCallback` (built lazily so this module imports without
+    transformers). On resume, lines past the checkpoint's step are dropped first: those steps
+    are redone, and their metrics must not appear twice.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        self.resume_step = resume_step
+        self.summary: dict[str, Any] = {}
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        log = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                if state.is_world_process_zero:
+                    log._start()
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    log._write(state.global_step, state.epoch, logs)
+
+        return _Callback()
+
+    def _start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is None:
+            self.path.write_text("")
+            return
+        keep = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= self.resume_step:
+                        keep.append(line + "\n")
+                except json.JSONDecodeError:
+                    break  # a torn last line from the killed run
+        self.path.write_text("".join(keep))
+
+    def _write(self, step: int, epoch: float | None, logs: dict[str, Any]) -> None:
+        if "train_runtime" in logs:  # the end-of-training summary goes to the manifest instead
+            self.summary = dict(logs)
+            return
+        record = {"step": step, "epoch": epoch, **{k: v for k, v in logs.items() if not isinstance(v, str)}}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+            handle.flush()
+
+
+def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | None,
+        inputs: dict[str, Any] | None = None) -> Path:
+    """Train (resuming from `checkpoint` when given), save the final model, write the manifest.
+
+    Every rank calls this (saving under ZeRO-3 gathers shards from all of them); only the main
+    process writes files. `inputs`: `source_info(cfg.data)` when the caller already has it.
+    """
+    from llm_teach.manifest import write_manifest
+
+    acc = trainer.accelerator
+    metrics = MetricsLog(out / "metrics.jsonl", _checkpoint_step(checkpoint))
+    trainer.add_callback(metrics.callback())
+    world = acc.num_processes
+    base = dict(method=method, config=cfg.to_dict(), world_size=world,
+                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)},
+                inputs=source_info(cfg.data) if inputs is None else inputs)
+    started = time.time()
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(out, status="running", resumed_from=checkpoint.name if checkpoint else None, **base)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    path = save_final(trainer, cfg, out)
+    if acc.is_main_process:
+        write_manifest(out, status="complete", resumed_from=checkpoint.name if checkpoint else None,
+                       global_step=trainer.state.global_step, model_dir=path.name,
+                       checkpoints=[p.name for p in checkpoint_dirs(out)],
+                       summary=metrics.summary, timings={"seconds_this_run": round(time.time() - started, 2)},
+                       **base)
+    acc.wait_for_everyone()
+    return path
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    return None if checkpoint is None else int(checkpoint.name.split("-")[-1])
+
+
+def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
+    """Write OUT/model (full weights) or OUT/adapter (+ OUT/model merged when asked).
+
+    Written to a temporary directory then renamed, so OUT/model is never half a model.
+    """
+    acc = trainer.accelerator
+    unwrapped = acc.unwrap_model(trainer.model)
+    if hasattr(unwrapped, "config"):
+        unwrapped.config.use_cache = True  # gradient checkpointing turned it off; generation wants it
+    name = "adapter" if cfg.lora_r else "model"
+    tmp = out / f".{name}.partial"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank: ZeRO-3 gathers the weights here
+    if acc.is_main_process:
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; nothing here needs it
+        if cfg.lora_r:
+            # The adapter config records the base as a local cache path; keep the portable spec too.
+            (tmp / "llm_teach_base.json").write_text(json.dumps({"spec": cfg.model}) + "\n")
+        _replace(tmp, out / name)
+        if cfg.lora_r and cfg.merge:
+            merged = out / ".model.partial"
+            merge_adapter(out / "adapter", merged)
+            _replace(merged, out / "model")
+    acc.wait_for_everyone()
+    return final_model_dir(out)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+def merge_adapter(adapter_dir: Path, out: Path) -> None:
+    """Base weights + LoRA adapter -> plain full weights (what `merge` writes); the same merge
+    `llm_teach.models` does when an adapter directory is used as a model spec."""
+    from llm_teach.models import _write_merged
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    _write_merged(adapter_dir, out)
