@@ -6,19 +6,9 @@ import os
 import pytest
 import torch
 
-from llm_teach.trainers.losses import (
-    ChunkedDistillLoss,
-    DistillLoss,
-    beta_schedule,
-    dense_divergence,
-    forward_kl,
-    jsd,
-    kd_estimator,
-    masked_mean,
-    reverse_kl,
-    reward_mask,
-    topk_divergence,
-)
+from llm_teach.trainers.losses.distill import ChunkedDistillLoss, DistillLoss, dense_divergence, topk_divergence
+from llm_teach.trainers.losses.divergences import forward_kl, jsd, reverse_kl
+from llm_teach.trainers.losses.kdrl import beta_schedule, kd_estimator, masked_mean, reward_mask
 
 B, T, V, K, H = 2, 7, 23, 5, 8
 NEG = -1e4  # "minus infinity" that keeps 0 * log 0 finite in dense references

@@ -23,8 +23,9 @@ Alignment (the classic bug is shifting twice): everything is in the COMPLETION f
 completion token j of a row with a P-token prompt, the student's prediction is the hidden state
 at position P-1+j (gathered, not shifted), the target is input_ids[P+j], and the teacher tensors
 at j are the teacher's distribution for that same token (stored per completion token, or
-gathered at teacher position P_t-1+j). `losses.ChunkedDistillLoss` never shifts, and computes the
-lm-head `chunk_size` positions at a time, so [B, T, V] student logits never exist at once.
+gathered at teacher position P_t-1+j). `losses.distill.ChunkedDistillLoss` never shifts, and
+computes the lm-head `chunk_size` positions at a time, so [B, T, V] student logits never exist
+at once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from llm_teach.trainers.model_loading import load_student, make_teacher, prepare
 from llm_teach.trainers.records import is_records_file, read_records, require
 from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, option, trl_kwargs
 from llm_teach.trainers.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
-from llm_teach.trainers.losses import ChunkedDistillLoss, Divergence
+from llm_teach.trainers.losses.distill import ChunkedDistillLoss, Divergence
 
 Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records` returns them
 

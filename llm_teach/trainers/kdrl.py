@@ -2,10 +2,10 @@
 
     loss = GRPO loss + beta_t * masked_mean_t k(R_t),   R_t = log pi_T(o_t|q,o_<t) - log pi_theta(o_t|q,o_<t)
 
-with the teacher detached, `k` one of the estimators of `losses.kd_estimator` (k2 = R^2/2 by
-default: on on-policy samples its gradient is the reverse-KL gradient), beta_t constant or
-linearly annealed (`losses.beta_schedule`), and the mask optionally restricted by reward
-(`losses.reward_mask`: KD only on wrong responses, or only on groups with no correct one).
+with the teacher detached, `k` one of the estimators of `losses.kdrl.kd_estimator` (k2 = R^2/2
+by default: on on-policy samples its gradient is the reverse-KL gradient), beta_t constant or
+linearly annealed (`losses.kdrl.beta_schedule`), and the mask optionally restricted by reward
+(`losses.kdrl.reward_mask`: KD only on wrong responses, or only on groups with no correct one).
 
 How it hooks into TRL (written against trl 1.16.0; the overrides are deliberately thin so they
 survive upgrades, and none touches the reference-model slot, so GRPO's own `beta` KL to the
@@ -40,7 +40,7 @@ from llm_teach.errors import UserError
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
 from llm_teach.trainers.train_config import TeacherBackend, lora_config, option
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
-from llm_teach.trainers.losses import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
+from llm_teach.trainers.losses.kdrl import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
 
 
 @dataclass

@@ -1,16 +1,10 @@
-"""Distillation and KDRL losses: small functions and `nn.Module`s with shapes in the docstrings.
+"""Distillation losses (SSB, sequence KD, GKD-style): match the teacher's next-token
+distribution at every completion position, either from full-vocabulary teacher logits or from
+the teacher's stored top-k log-probs (see `llm_teach/data/logit_store.py`).
 
-Two families live here:
-
-* **Distillation** (SSB, sequence KD, GKD-style): match the teacher's next-token distribution
-  at every completion position, either from full-vocabulary teacher logits or from the
-  teacher's stored top-k log-probs (see `logit_store.py`). `DistillLoss` works on student
-  logits; `ChunkedDistillLoss` works on hidden states + the lm_head weight and never builds
-  `[B, T, V]` logits for the whole batch.
-* **KDRL** (GRPO + reverse KL to a teacher on the student's own rollouts): per-token
-  estimators of `KL(pi_theta || pi_T)`, the beta schedule and reward-guided masking.
-
-Pure torch: no TRL here, so the trainers can wrap these without circular knowledge.
+`DistillLoss` works on student logits; `ChunkedDistillLoss` works on hidden states + the
+lm_head weight, runs `DistillLoss` chunk by chunk and never builds `[B, T, V]` logits for the
+whole batch. Pure torch: no TRL here, so the trainers can wrap these without circular knowledge.
 
 Alignment contract (all distillation losses): the CALLER shifts. `student_logits[:, t]` must
 already be the prediction for the token at `targets[:, t]`, and the teacher tensors at `t` the
@@ -30,80 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from llm_teach.trainers.losses.divergences import forward_kl, jsd, reverse_kl
+
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
-Estimator = Literal["k1", "k2", "k3"]
-
-# ----------------------------------------------------------------------------------------
-# Divergences between two distributions given as log-probs over the same support [..., S]
-# ----------------------------------------------------------------------------------------
-
-
-def _kl(p_logps: Tensor, q_logps: Tensor) -> Tensor:
-    """KL(p || q) = sum_s p_s (log p_s - log q_s) over the last dim. [..., S] -> [...]"""
-    return (p_logps.exp() * (p_logps - q_logps)).sum(-1)
-
-
-def forward_kl(student_logps: Tensor, teacher_logps: Tensor) -> Tensor:
-    """Forward KL, KL(teacher || student): mode-covering, the classic Hinton KD objective.
-
-    Args:
-        student_logps: student log-probs over the support, [..., S].
-        teacher_logps: teacher log-probs over the same support, [..., S].
-
-    Returns:
-        Per-position divergence, [...] (no reduction).
-
-    Example:
-        >>> s, t = torch.randn(2, 5, 7).log_softmax(-1), torch.randn(2, 5, 7).log_softmax(-1)
-        >>> forward_kl(s, t).shape
-        torch.Size([2, 5])
-    """
-    return _kl(teacher_logps, student_logps)
-
-
-def reverse_kl(student_logps: Tensor, teacher_logps: Tensor) -> Tensor:
-    """Reverse KL, KL(student || teacher): mode-seeking, what on-policy KD (KDRL, MiniLLM) uses.
-
-    Args / Returns: as `forward_kl`, [..., S] -> [...].
-    """
-    return _kl(student_logps, teacher_logps)
-
-
-def jsd(student_logps: Tensor, teacher_logps: Tensor, beta: float = 0.5) -> Tensor:
-    """Generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2024, eq. 1), TRL convention.
-
-    With the mixture `M = beta * teacher + (1 - beta) * student`::
-
-        JSD(beta) = beta * KL(teacher || M) + (1 - beta) * KL(student || M)
-
-    and, exactly as TRL's `GKDTrainer.generalized_jsd_loss`, the end points are special-cased:
-    `beta == 0` returns forward KL and `beta == 1` returns reverse KL. Note this makes the
-    function discontinuous in beta: the formula itself tends to 0 at both ends (as
-    `beta * KL(teacher || student)` for small beta), so beta=0.01 is ~100x smaller than beta=0.
-
-    Args:
-        student_logps: [..., S] log-probs.
-        teacher_logps: [..., S] log-probs over the same support.
-        beta: mixture weight of the teacher, in [0, 1].
-
-    Returns:
-        Per-position divergence, [...].
-    """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"jsd beta must be in [0, 1], got {beta}")
-    if beta == 0.0:
-        return forward_kl(student_logps, teacher_logps)
-    if beta == 1.0:
-        return reverse_kl(student_logps, teacher_logps)
-    mix = torch.logsumexp(
-        torch.stack([student_logps + math.log1p(-beta), teacher_logps + math.log(beta)]), dim=0
-    )
-    return beta * _kl(teacher_logps, mix) + (1 - beta) * _kl(student_logps, mix)
-
-
-# ----------------------------------------------------------------------------------------
-# Distillation loss over top-k or full teacher distributions
-# ----------------------------------------------------------------------------------------
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -282,8 +205,8 @@ class DistillLoss(nn.Module):
         teacher_topk_logprobs: Tensor | None = None,
         teacher_logits: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Unreduced per-position `(D [B, T], CE [B, T] or None)`; the building block of both
-        `forward` and `ChunkedDistillLoss`. D is returned without the T^2 factor."""
+        """Unreduced per-position `(D [B, T], CE [B, T] or None)`, the building block of
+        `masked_sums`. D is returned without the T^2 factor."""
         if teacher_logits is not None:
             d = dense_divergence(
                 student_logits, teacher_logits, self.divergence, self.jsd_beta, self.temperature
@@ -323,6 +246,20 @@ class DistillLoss(nn.Module):
             loss = loss + self.lambda_ce * ce
         return DistillLossOutput(loss, kd.detach(), ce.detach(), num_tokens.detach())
 
+    def masked_sums(
+        self,
+        student_logits: Tensor,
+        mask: Tensor,
+        targets: Tensor | None = None,
+        **teacher: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """`(sum of D * mask, sum of CE * mask or None, sum of mask)`, scalars: what `combine`
+        turns into means, and what `ChunkedDistillLoss` adds up chunk by chunk. `teacher`: the
+        teacher keywords of `forward`."""
+        d, ce = self.token_losses(student_logits, targets, **teacher)
+        m = mask.to(d.dtype)
+        return (d * m).sum(), None if ce is None else (ce * m).sum(), m.sum()
+
     def forward(
         self,
         student_logits: Tensor,
@@ -332,11 +269,15 @@ class DistillLoss(nn.Module):
         teacher_topk_logprobs: Tensor | None = None,
         teacher_logits: Tensor | None = None,
     ) -> DistillLossOutput:
-        d, ce = self.token_losses(
-            student_logits, targets, teacher_topk_ids, teacher_topk_logprobs, teacher_logits
+        sums = self.masked_sums(
+            student_logits,
+            mask,
+            targets,
+            teacher_topk_ids=teacher_topk_ids,
+            teacher_topk_logprobs=teacher_topk_logprobs,
+            teacher_logits=teacher_logits,
         )
-        m = mask.to(d.dtype)
-        return self.combine((d * m).sum(), None if ce is None else (ce * m).sum(), m.sum())
+        return self.combine(*sums)
 
 
 def _slice(x: Tensor | None, s: int, e: int) -> Tensor | None:
@@ -346,9 +287,9 @@ def _slice(x: Tensor | None, s: int, e: int) -> Tensor | None:
 class ChunkedDistillLoss(nn.Module):
     """`DistillLoss` computed from hidden states, `chunk_size` positions at a time.
 
-    Each chunk computes its logits `hidden[:, s:e] @ lm_head_weight.T` ([B, chunk, V]), runs
-    `DistillLoss.token_losses` on them and keeps only masked sums; the result is
-    `sum of chunk sums / total mask count`, i.e. exactly the plain loss. With
+    Each chunk computes its logits `hidden[:, s:e] @ lm_head_weight.T` ([B, chunk, V]) and
+    runs the plain loss on them (`DistillLoss.masked_sums`), keeping only the sums; the result
+    is `sum of chunk sums / total mask count`, i.e. exactly the plain loss. With
     `checkpoint=True` (default) each chunk runs under activation checkpointing, so its logits
     are freed after the forward and recomputed in the backward: peak memory is one chunk of
     logits instead of [B, T, V] (without it, autograd would keep every chunk's softmax alive
@@ -364,7 +305,8 @@ class ChunkedDistillLoss(nn.Module):
         of `DistillLoss`; lm_head_weight: [V, H], or the output-embedding module itself (under
         DeepSpeed ZeRO-3 the weight is only gathered inside that module's forward);
         mask, targets: [B, T];
-        teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
+        teacher: the teacher keywords of `DistillLoss.forward`, sliced per chunk along T:
+            teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
 
     Returns:
         `DistillLossOutput`, equal to `DistillLoss` on `hidden @ lm_head_weight.T`.
@@ -388,18 +330,15 @@ class ChunkedDistillLoss(nn.Module):
     def _chunk_sums(
         self,
         hidden: Tensor,
-        weight: Tensor,
+        weight: Tensor | nn.Module,
         mask: Tensor,
         targets: Tensor | None,
-        topk_ids: Tensor | None,
-        topk_logprobs: Tensor | None,
-        teacher_logits: Tensor | None,
+        teacher: dict[str, Tensor | None],
     ) -> tuple[Tensor, Tensor]:
+        """One chunk's logits, then its masked sums (a CE sum of 0 when CE is off)."""
         logits = weight(hidden) if isinstance(weight, nn.Module) else F.linear(hidden, weight)
-        d, ce = self.loss.token_losses(logits, targets, topk_ids, topk_logprobs, teacher_logits)
-        m = mask.to(d.dtype)
-        ce_sum = (ce * m).sum() if ce is not None else torch.zeros((), device=d.device)
-        return (d * m).sum(), ce_sum
+        kd_sum, ce_sum, _ = self.loss.masked_sums(logits, mask, targets, **teacher)
+        return kd_sum, ce_sum if ce_sum is not None else torch.zeros((), device=kd_sum.device)
 
     def forward(
         self,
@@ -407,22 +346,13 @@ class ChunkedDistillLoss(nn.Module):
         lm_head_weight: Tensor | nn.Module,
         mask: Tensor,
         targets: Tensor | None = None,
-        teacher_topk_ids: Tensor | None = None,
-        teacher_topk_logprobs: Tensor | None = None,
-        teacher_logits: Tensor | None = None,
+        **teacher: Tensor | None,
     ) -> DistillLossOutput:
         kd_sum = ce_sum = torch.zeros((), device=hidden.device)
         for s in range(0, hidden.shape[1], self.chunk_size):
             e = s + self.chunk_size
-            args = (
-                hidden[:, s:e],
-                lm_head_weight,
-                mask[:, s:e],
-                _slice(targets, s, e),
-                _slice(teacher_topk_ids, s, e),
-                _slice(teacher_topk_logprobs, s, e),
-                _slice(teacher_logits, s, e),
-            )
+            chunk = {name: _slice(value, s, e) for name, value in teacher.items()}
+            args = (hidden[:, s:e], lm_head_weight, mask[:, s:e], _slice(targets, s, e), chunk)
             if self.checkpoint and torch.is_grad_enabled():
                 kd, ce = checkpoint(self._chunk_sums, *args, use_reentrant=False)
             else:
@@ -431,115 +361,3 @@ class ChunkedDistillLoss(nn.Module):
         num_tokens = mask.to(kd_sum.dtype).sum()
         return self.loss.combine(kd_sum, ce_sum if self.loss.lambda_ce != 0.0 else None, num_tokens)
 
-
-# ----------------------------------------------------------------------------------------
-# KDRL: reverse KL to the teacher on the student's own samples
-# ----------------------------------------------------------------------------------------
-
-
-def kd_estimator(student_logps: Tensor, teacher_logps: Tensor, kind: Estimator = "k2") -> Tensor:
-    """Per-token estimator of KL(pi_theta || pi_T) on tokens sampled from the student (KDRL).
-
-    With `R_t = log pi_T(o_t) - log pi_theta(o_t)` (teacher detached), the LOSS terms are::
-
-        k1 = -R          = log pi_theta - log pi_T
-        k2 = R^2 / 2                                   (default)
-        k3 = e^R - R - 1 = (ratio - 1) - log ratio,    ratio = pi_T / pi_theta   (Schulman)
-
-    Sign convention: KDRL / the design note call k1 "R" in the reward sense (R is a per-token
-    reward, higher = closer to the teacher); as a term to MINIMIZE it is `-R`, whose
-    expectation under pi_theta is the reverse KL (>= 0). k2 and k3 are even in that sense.
-
-    What the gradient does when o ~ pi_theta is sampled and the loss is differentiated only
-    through log pi_theta(o) (the usual "add it to the per-token loss" way):
-      * k2: E[grad k2] = grad KL(pi_theta || pi_T) exactly; the reason it is the default.
-      * k1: E[grad k1] = E[grad log pi_theta] = 0. Its value is unbiased for the KL, but its
-        pathwise gradient vanishes in expectation; k1 only trains when used as a reward (-k1)
-        through the policy-gradient / advantage path.
-      * k3: value unbiased for the KL (E[e^R] = 1), but E[grad k3] = grad KL(pi_T || pi_theta),
-        the FORWARD KL gradient, which is still a pull toward the teacher.
-
-    Args:
-        student_logps: [B, T] log pi_theta of the sampled tokens (with grad).
-        teacher_logps: [B, T] log pi_T of the same tokens (detached here).
-        kind: "k1", "k2" or "k3".
-
-    Returns:
-        [B, T] per-token loss values; reduce with `masked_mean`.
-    """
-    r = teacher_logps.detach() - student_logps
-    if kind == "k1":
-        return -r
-    if kind == "k2":
-        return 0.5 * r.square()
-    if kind == "k3":
-        return torch.expm1(r) - r
-    raise ValueError(f"unknown estimator {kind!r} (k1, k2, k3)")
-
-
-def masked_mean(
-    values: Tensor, mask: Tensor, reduction: Literal["token", "sequence"] = "token"
-) -> Tensor:
-    """Mean of `values` [B, T] over `mask` [B, T] (bool or float).
-
-    "token": sum(values * mask) / sum(mask) - every token weighs the same (DAPO-style).
-    "sequence": per-sequence mean, then the mean over ALL B rows (TRL GRPO's "grpo" loss
-    type); rows with no unmasked token contribute 0 but still count, so masking whole
-    responses (e.g. `reward_mask`) scales the term down by the fraction kept.
-    Empty masks give 0, never NaN.
-    """
-    m = mask.to(values.dtype)
-    if reduction == "token":
-        return (values * m).sum() / m.sum().clamp_min(1.0)
-    if reduction == "sequence":
-        return ((values * m).sum(-1) / m.sum(-1).clamp_min(1.0)).mean()
-    raise ValueError(f"unknown reduction {reduction!r} (token, sequence)")
-
-
-def beta_schedule(
-    step: int,
-    beta0: float = 5e-3,
-    kind: Literal["constant", "linear"] = "constant",
-    beta_min: float = 1e-3,
-    delta: float = 5e-5,
-) -> float:
-    """KD coefficient at `step`: constant `beta0`, or linear `max(beta0 - delta * step, beta_min)`.
-
-    Defaults are KDRL's (beta0=5e-3, beta_min=1e-3, delta=5e-5: reaches the floor at step 80).
-    """
-    if kind == "constant":
-        return beta0
-    if kind == "linear":
-        return max(beta0 - delta * step, beta_min)
-    raise ValueError(f"unknown beta schedule {kind!r} (constant, linear)")
-
-
-def reward_mask(
-    rewards: Tensor,
-    group_size: int,
-    mode: Literal["none", "response", "group"] = "none",
-    threshold: float = 0.0,
-) -> Tensor:
-    """Which responses get the KD term, from their rewards. [B] -> float [B].
-
-    A response counts as wrong when `reward <= threshold` (threshold 0 fits 0/1 correctness
-    rewards; raise it for shaped rewards such as format bonuses).
-      * "none": all ones.
-      * "response": 1 for wrong responses only: imitate the teacher where RL says we failed.
-      * "group": 1 for every response of a group with no correct response (where GRPO's
-        advantages are all zero and KD is the only signal); 0 elsewhere.
-
-    `rewards` is laid out group by group, `group_size` consecutive responses per prompt, as
-    GRPO generates them.
-    """
-    if mode == "none":
-        return torch.ones_like(rewards, dtype=torch.float32)
-    wrong = rewards <= threshold
-    if mode == "response":
-        return wrong.float()
-    if mode == "group":
-        if rewards.numel() % group_size:
-            raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-        all_wrong = wrong.view(-1, group_size).all(-1, keepdim=True)
-        return all_wrong.expand(-1, group_size).reshape(-1).float()
-    raise ValueError(f"unknown reward mask mode {mode!r} (none, response, group)")
