@@ -20,7 +20,7 @@ COMPLETIONS = [f"{i}+{i}={2 * i}. The answer is \\boxed{{{2 * i}}}." + " Done." 
 def write_records(root: Path, rows: list[tuple], k: int = 8) -> Path:
     """Distill records + a top-k store, the way the SSB stage writes them.
     `rows`: (prompt, teacher_prompt, completion, token_ids, topk_ids, topk_logprobs)."""
-    from llm_teach.trainers.logit_store import TopKLogitWriter
+    from llm_teach.data.logit_store import TopKLogitWriter
 
     root.mkdir(parents=True, exist_ok=True)
     with TopKLogitWriter(root / "logits", k=k, model="test-teacher") as w, open(root / "records.jsonl", "w") as f:
@@ -65,7 +65,7 @@ def trainer_for(records: Path, tmp: Path, **extra):
 
 
 def test_positions_line_up_with_completion_tokens(scored_records, tmp_path):
-    from llm_teach.trainers.logit_store import TopKLogitStore
+    from llm_teach.data.logit_store import TopKLogitStore
 
     trainer = trainer_for(scored_records, tmp_path)
     rows = [trainer.train_dataset[i] for i in range(4)]
@@ -242,7 +242,7 @@ def test_served_teacher_scores_each_record_once(scored_records, tmp_path, monkey
     written = [json.loads(line) for line in Path(scored_cfg.data).read_text().splitlines()]
     assert written == [r for _, r in scored] and scored_cfg.logit_store == str(tmp_path / "out" / "teacher_logits")
     expected = [json.loads(line)["logits_ref"] for line in scored_records.read_text().splitlines()]
-    from llm_teach.trainers.logit_store import TopKLogitStore
+    from llm_teach.data.logit_store import TopKLogitStore
 
     mine, reference = TopKLogitStore(scored_cfg.logit_store), TopKLogitStore(scored_records.parent / "logits")
     for rec, ref in zip(written, expected):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_teach.trainers.logit_store import TopKLogitStore, TopKLogitWriter
+from llm_teach.data.logit_store import TopKLogitStore, TopKLogitWriter
 
 K = 4
 
@@ -165,7 +165,7 @@ _CHILD = textwrap.dedent(
     import sys
     sys.path[:0] = [{repo!r}, {tests!r}]
     from test_logit_store import _record, K
-    from llm_teach.trainers.logit_store import TopKLogitWriter
+    from llm_teach.data.logit_store import TopKLogitWriter
     w = TopKLogitWriter({root!r}, k=K)
     i = len(w)
     while True:
@@ -224,7 +224,7 @@ def test_append_scored_sorts_pads_and_never_stores_twice(tmp_path):
     row too, which a server may return); a key already stored returns its ref, as after a crash."""
     from llm_teach.backends.base import TokenLogprobs
     from llm_teach.errors import UserError
-    from llm_teach.trainers.logit_store import PAD_LOGPROB, append_scored, open_writer
+    from llm_teach.data.logit_store import PAD_LOGPROB, append_scored, open_writer
 
     scored = TokenLogprobs(token_ids=[7, 8, 9], logprobs=[-0.5, -1.0, -2.0],
                            top_k=[{3: -2.0, 7: -0.5, 1: -1.0, 4: -3.0, 5: -9.0}, {8: -1.0}, {}])

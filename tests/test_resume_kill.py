@@ -21,7 +21,7 @@ import numpy as np
 
 from conftest import CLI, ROOT
 from llm_teach.data import read_jsonl
-from llm_teach.trainers.logit_store import TopKLogitStore
+from llm_teach.data.logit_store import TopKLogitStore
 
 KILLS = 3
 

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import run_cli
 from llm_teach.data import load_problems, read_jsonl
+from llm_teach.data.logit_store import TopKLogitStore
 from llm_teach.stages.models import Models
 from llm_teach.stages.ssb import LogitSink, SSBConfig, _Graded, pick_pair, ssb
-from llm_teach.trainers.logit_store import TopKLogitStore
 from scripted_backend import ScriptedBackend
 
 FAST = ["--set", "max_new_tokens=16", "--set", "explain_max_new_tokens=16", "--set", "chunk_size=4"]

@@ -35,7 +35,7 @@ from llm_teach.grading import answer_key, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
-from llm_teach.trainers.logit_store import append_scored, open_writer
+from llm_teach.data.logit_store import append_scored, open_writer
 
 
 @dataclass
