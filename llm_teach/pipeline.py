@@ -222,7 +222,7 @@ def _run_eval(step: Step, out: Path) -> dict[str, Any]:
 def _run_generate(step: Step, out: Path) -> dict[str, Any]:
     from llm_teach.backends import BackendOptions
     from llm_teach.stages import run_stage
-    from llm_teach.stages.models import Models
+    from llm_teach.stages.roles import Models
 
     o = step.options
     where = f"step '{step.name}'"
@@ -294,6 +294,6 @@ def _check_refs(obj: Any, earlier: set[str], variables: dict[str, Any], where: s
 
 
 def _hash(obj: Any) -> str:
-    from llm_teach.stages.rundir import content_hash
+    from llm_teach.runs.hashing import content_hash
 
     return "sha256:" + content_hash(obj)

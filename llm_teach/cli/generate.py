@@ -56,7 +56,7 @@ def _register(stage: str, help_text: str) -> None:
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
     ) -> None:
-        from llm_teach.stages.models import Models
+        from llm_teach.stages.roles import Models
 
         models = Models(
             teacher=teacher,

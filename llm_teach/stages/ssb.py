@@ -33,8 +33,9 @@ from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.grading import answer_key, grade
 from llm_teach.prompts import render
-from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
+from llm_teach.runs.hashing import derive_seed, ids_digest
+from llm_teach.runs.stage_run import StageRun, Unit, Work
+from llm_teach.stages.roles import Models
 from llm_teach.trainers.logit_store import append_scored, open_writer
 
 
