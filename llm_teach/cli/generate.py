@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llm_teach.cli import app
+from llm_teach.cli.app import app
 from llm_teach.cli import options as opt
 from llm_teach.stages import STAGES, run_stage
 
