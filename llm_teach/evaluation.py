@@ -2,26 +2,33 @@
 
 Work is done in fixed chunks of problems; each finished chunk is appended to
 `items.jsonl.part`, so a killed run re-run with the same `--out` redoes at most one chunk,
-and the chunk seeds make the redone samples the same as they would have been.
+and the chunk seeds make the redone samples the same as they would have been. The resume and
+the refusal of another evaluation's `--out` are the shared run-directory mechanism
+(`llm_teach.runs`: `RunDirectory`, `work_once`).
+
+`evaluate_suite` is what `llm-teach eval` and a pipeline's eval step both call: one backend
+over one or several benchmarks, with the defaults of an evaluation in one place.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from llm_teach.backends.base import Backend, SamplingConfig
+from llm_teach.backends import Backend, BackendOptions, SamplingConfig
 from llm_teach.data.jsonl import RecordLog, write_json_atomic
 from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import answer_key, grade
 from llm_teach.models import weights_stamp
-from llm_teach.progress import progress_bar
 from llm_teach.prompts import render, template_hash
+from llm_teach.runs.directory import RunDirectory
+from llm_teach.runs.worklog import work_once
 
 
 @dataclass
@@ -82,35 +89,107 @@ def load_suite(path: str | Path) -> list[SuiteEntry]:
     return suite
 
 
+def suite_problems(entries: list[SuiteEntry], *, limit: int | None = None, columns: dict[str, str] | None = None,
+                   suite: str | None = None) -> tuple[list[tuple[SuiteEntry, list[Problem]]], list[str]]:
+    """Every entry's test problems, read before any model loads so that a bad file fails in
+    seconds; `limit` caps each entry's own limit. When the entries come from a `suite` file, an
+    entry whose local data file is not on this machine is skipped with a note on stderr (and
+    none left is an error). Returns (entry, problems) pairs and the skipped entries' names."""
+    from llm_teach.data import load_problems
+    from llm_teach.data.problems import local_file
+
+    jobs, skipped = [], []
+    for entry in entries:
+        path = local_file(entry.data) if entry.data else None
+        if suite is not None and path is not None and not path.exists():
+            print(f"skipping {entry.dir_name}: {path} is not on this machine", file=sys.stderr)
+            skipped.append(entry.dir_name)
+            continue
+        caps = [n for n in (entry.limit, limit) if n is not None]
+        jobs.append((entry, load_problems(entry.data or entry.benchmark, min(caps) if caps else None, split="test",
+                                          columns=columns,
+                                          data_format=None if entry.benchmark.startswith("rg:") else entry.benchmark)))
+    if not jobs:
+        raise UserError(f"{suite}: none of its benchmarks' data is on this machine")
+    return jobs, skipped
+
+
+def suite_config(entry: SuiteEntry, settings: dict[str, Any], sampled_temperature: float = 0.7,
+                 where: str = "eval options") -> EvalConfig:
+    """The EvalConfig of one benchmark. `settings` (what is typed on the command line, or a
+    pipeline step's `config`) win over the entry's values, which win over the defaults: one
+    sample; greedy for one sample, `sampled_temperature` for several; EvalConfig's for the rest."""
+    from llm_teach.config import build
+
+    values = {key: getattr(entry, key) for key in ("samples", "temperature", "max_new_tokens")
+              if getattr(entry, key) is not None}
+    values.update(settings)
+    values.setdefault("samples", 1)
+    values.setdefault("temperature", 0.0 if values["samples"] == 1 else sampled_temperature)
+    return build(EvalConfig, {"benchmark": entry.benchmark, **values}, where)
+
+
+def evaluate_suite(model: str, options: BackendOptions, jobs: list[tuple[SuiteEntry, list[Problem]]],
+                   out: str | Path, *, settings: dict[str, Any], suite: str | None = None,
+                   skipped: list[str] | None = None, sampled_temperature: float = 0.7, where: str = "eval options",
+                   show: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate MODEL (one backend, made once) on each (entry, problems) job and return the
+    summaries by entry name. A `suite` (its file) writes each entry into OUT/<entry.dir_name>/
+    and OUT/suite.json; a single benchmark writes into OUT. `show` sees each summary as it is
+    done. Each entry's config: see `suite_config`."""
+    from llm_teach.backends import make_backend
+
+    configs = [suite_config(entry, settings, sampled_temperature, where) for entry, _ in jobs]
+    engine = make_backend(model, options)
+    results = {}
+    for (entry, problems), config in zip(jobs, configs):
+        results[entry.dir_name] = evaluate(engine, problems, config, Path(out) / entry.dir_name if suite else out)
+        if show is not None:
+            show(results[entry.dir_name])
+    if suite is not None:
+        write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped or [],
+                                                     "results": results})
+    return results
+
+
 def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate, grade and write `items.jsonl` + `summary.json` under `out_dir`; return the summary."""
     out = Path(out_dir)
-    _check_resumable(out, backend, config, problems)
-    log = RecordLog(out / "items.jsonl")
+    directory = RunDirectory(out, {"config": asdict(config), "model": backend.model,
+                                   "weights": weights_stamp(backend.model)})
+    directory.claim(refusal=f"{out} holds an evaluation with another model or config (or the model's weights "
+                            f"changed since); use a new --out (or delete it) to start over")
+    sections = _manifest_sections(backend, config, problems)
+    directory.write_manifest(**sections, status="running")
+    started = time.time()
+    tokens = 0
+
+    def generate(chunk: list[Problem]) -> list[dict[str, Any]]:
+        nonlocal tokens
+        prompts = [[{"role": "user", "content": render(config.template, question=p.question)}] for p in chunk]
+        generations = backend.generate(prompts, config.samples, config.sampling())
+        tokens += sum(len(g.token_ids or []) for gens in generations for g in gens)
+        return [_item(p, prompt, gens, config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]
+
     # Chunks are cut from the FULL problem list, never from what is left: a resumed run then
     # batches (and so seeds and samples) every chunk exactly as an uninterrupted run would.
     chunks = [problems[i:i + config.chunk_size] for i in range(0, len(problems), config.chunk_size)]
-    done = log.keys()
-    todo = [[p for p in chunk if p.id not in done] for chunk in chunks]
-    started = time.time()
-    tokens = 0
-    with progress_bar(f"eval {config.benchmark}", total=len(problems),
-                      done=len(problems) - sum(map(len, todo))) as advance:
-        for chunk in filter(None, todo):
-            prompts = [[{"role": "user", "content": render(config.template, question=p.question)}] for p in chunk]
-            generations = backend.generate(prompts, config.samples, config.sampling())
-            records = [_item(p, prompt, gens, config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]
-            tokens += sum(len(g.token_ids or []) for gens in generations for g in gens)
-            log.append(records)
-            advance(len(chunk))
-    items = log.finalize(order=[p.id for p in problems])
+    items = work_once(RecordLog(out / "items.jsonl"), chunks, key=lambda p: p.id, work=generate,
+                      description=f"eval {config.benchmark}")
     summary = summarize(items, config, model=backend.model, backend=backend.name)
     write_json_atomic(out / "summary.json", summary)
-    _write_eval_manifest(out, backend, config, problems, status="complete",
-                         timings={"seconds_this_run": round(time.time() - started, 2)},
-                         usage={"completion_tokens_this_run": tokens},
-                         backend_stats=getattr(backend, "stats", None))  # e.g. the openai backend's retries
+    directory.write_manifest(**sections, status="complete",
+                             timings={"seconds_this_run": round(time.time() - started, 2)},
+                             usage={"completion_tokens_this_run": tokens},
+                             backend_stats=getattr(backend, "stats", None))  # e.g. the openai backend's retries
     return summary
+
+
+def _manifest_sections(backend: Backend, config: EvalConfig, problems: list[Problem]) -> dict[str, Any]:
+    """What an evaluation's manifest records before its status, in order."""
+    return {"model": backend.model, "weights": weights_stamp(backend.model), "backend": backend.name,
+            "config": asdict(config), "prompts": {config.template: template_hash(config.template)},
+            "counts": {"problems": len(problems)}}
 
 
 def _item(problem: Problem, prompt, generations, benchmark: str) -> dict[str, Any]:
@@ -178,28 +257,6 @@ def majority_vote(answers: list[str | None], benchmark: str) -> tuple[int | None
         return None, 0
     top = max(votes.values())
     return next(i for i, k in enumerate(keys) if k is not None and votes[k] == top), top
-
-
-def _check_resumable(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem]) -> None:
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        import json
-
-        previous = json.loads(manifest.read_text())
-        if (previous.get("config") != asdict(config) or previous.get("model") != backend.model
-                or previous.get("weights") != weights_stamp(backend.model)):
-            raise UserError(f"{out} holds an evaluation with another model or config (or the model's weights "
-                            f"changed since); use a new --out (or delete it) to start over")
-    _write_eval_manifest(out, backend, config, problems, status="running")
-
-
-def _write_eval_manifest(out: Path, backend: Backend, config: EvalConfig, problems: list[Problem], **extra) -> None:
-    from llm_teach.manifest import write_manifest
-
-    write_manifest(out, model=backend.model, weights=weights_stamp(backend.model), backend=backend.name,
-                   config=asdict(config),
-                   prompts={config.template: template_hash(config.template)},
-                   counts={"problems": len(problems)}, **extra)
 
 
 def _mean(values) -> float:

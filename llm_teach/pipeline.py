@@ -202,27 +202,30 @@ def check_pipeline(pipeline: Pipeline, out: Path) -> None:
 
 
 def _run_eval(step: Step, out: Path) -> dict[str, Any]:
-    from llm_teach.backends import BackendOptions, make_backend
+    from llm_teach.backends import BackendOptions
     from llm_teach.data import load_problems
-    from llm_teach.evaluation import EvalConfig, evaluate
     from llm_teach.data.problems import grading_benchmark
+    from llm_teach.evaluation import SuiteEntry, evaluate_suite
 
     o = step.options
     where = f"step '{step.name}'"
     if "data" not in o:
         raise UserError(f"{where}: eval needs 'data'")
     problems = load_problems(str(o["data"]), o.get("limit"), split=o.get("split", "test"))
-    benchmark = o.get("benchmark") or grading_benchmark(problems[0].source)
-    config = build(EvalConfig, {"benchmark": benchmark, **o.get("config", {})}, f"{where}: config")
-    backend = make_backend(step.target, build(BackendOptions, o.get("backend", {}), f"{where}: backend"))
-    summary = evaluate(backend, problems, config, out)
-    return {"out": str(out), "summary": summary}
+    # A step may leave the benchmark (the grading rule) to the data it reads.
+    entry = SuiteEntry(benchmark=o.get("benchmark") or grading_benchmark(problems[0].source), data=str(o["data"]))
+    options = build(BackendOptions, o.get("backend", {}), f"{where}: backend")
+    # A step's config is EvalConfig's fields as written: several samples stay greedy unless it
+    # sets a temperature (the command line's default of 0.7 for several samples does not apply).
+    results = evaluate_suite(step.target, options, [(entry, problems)], out, settings=dict(o.get("config", {})),
+                             sampled_temperature=0.0, where=f"{where}: config")
+    return {"out": str(out), "summary": results[entry.dir_name]}
 
 
 def _run_generate(step: Step, out: Path) -> dict[str, Any]:
     from llm_teach.backends import BackendOptions
     from llm_teach.stages import run_stage
-    from llm_teach.stages.models import Models
+    from llm_teach.stages.roles import Models
 
     o = step.options
     where = f"step '{step.name}'"
@@ -294,6 +297,6 @@ def _check_refs(obj: Any, earlier: set[str], variables: dict[str, Any], where: s
 
 
 def _hash(obj: Any) -> str:
-    from llm_teach.stages.rundir import content_hash
+    from llm_teach.runs.hashing import content_hash
 
     return "sha256:" + content_hash(obj)

@@ -71,7 +71,7 @@ SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from llm_teach.data import load_problems
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from llm_teach.stages.ssb import SSBConfig, ssb
 from scripted_backend import ScriptedBackend
 

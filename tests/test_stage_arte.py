@@ -14,7 +14,7 @@ from llm_teach.data.decontam import DecontamConfig
 from llm_teach.errors import UserError
 from llm_teach.stages.arte import (ARTEConfig, arte, brainstorms, one_shot_prompt, question_pairs, rationale_pair,
                                    split_probe)
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 from stage_kill import killed_run_matches_reference
 
@@ -297,7 +297,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from llm_teach.data import load_problems
 from llm_teach.stages.arte import ARTEConfig, arte
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from test_stage_arte import PURE_CONFIG, pure_models
 
 problems = load_problems("rg:chain_sum", limit=12)
@@ -315,7 +315,7 @@ def test_arte_survives_sigkill_with_identical_records(tmp_path):
 def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
     """Backends are made when a unit needs them: re-running a finished run (as a resume after
     the last unit would) makes none, where it used to load teacher and student up front."""
-    import llm_teach.stages.models as models_module
+    import llm_teach.stages.roles as models_module
 
     problems = load_problems("rg:chain_sum", limit=6)
     teacher, student = pure_models(problems)

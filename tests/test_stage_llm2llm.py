@@ -10,7 +10,7 @@ from conftest import run_cli
 from llm_teach.data import Problem, load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.stages.llm2llm import LLM2LLMConfig, boxed_solution, llm2llm, parse_generated
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 
 LEAKED = "A bakery sells 120 croissants every morning and donates a third of the leftovers to the shelter down the street"

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from llm_teach.errors import UserError
-from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Work
+from llm_teach.runs.stage_run import StageRun, Work
+from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 
 
@@ -93,7 +93,8 @@ def test_once_caches_a_single_piece_of_work(tmp_path):
 def test_records_and_ids_digest():
     import hashlib
 
-    from llm_teach.stages.rundir import ids_digest, records
+    from llm_teach.runs.hashing import ids_digest
+    from llm_teach.runs.stage_run import records
 
     works = [Work(records={"a": [{"id": 1}], "b": [{"id": 2}]}), Work(), Work(records={"a": [{"id": 3}]})]
     assert records(works, "a") == [{"id": 1}, {"id": 3}] and records(works, "c") == []

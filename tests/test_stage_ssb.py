@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.logit_store import TopKLogitStore
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from llm_teach.stages.ssb import LogitSink, SSBConfig, _Graded, pick_pair, ssb
 from scripted_backend import ScriptedBackend
 

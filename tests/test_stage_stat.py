@@ -14,7 +14,7 @@ from llm_teach.data.decontam import DecontamConfig
 from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import Grade
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from llm_teach.stages.parsing import parse_problem
 from llm_teach.stages.stat import (STATConfig, agreeing_solutions, allocate, dedupe_skills, is_difficult,
                                    match_skills, parse_name_list, parse_skill_file, select,
@@ -403,7 +403,7 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from llm_teach.data import load_problems
-from llm_teach.stages.models import Models
+from llm_teach.stages.roles import Models
 from llm_teach.stages.stat import STATConfig, stat
 from test_stage_stat import PURE_CONFIG, pure_models
 
@@ -425,7 +425,7 @@ def test_stat_survives_sigkill_with_identical_records(tmp_path):
 def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
     """Backends are made when a unit first calls them (`run.backend` holds a factory): a re-run
     of a finished run, or a resume past the steps that use a model, loads none."""
-    import llm_teach.stages.models as models_module
+    import llm_teach.stages.roles as models_module
 
     problems = load_problems("rg:chain_sum", limit=4)
     teacher, student = pure_models(problems)

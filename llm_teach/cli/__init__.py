@@ -1,5 +1,6 @@
-"""The `llm-teach` command. One module per command group keeps each small; this one owns the
-app and the single place where user errors become one line on stderr and exit code 2."""
+"""The `llm-teach` command. One module per command group keeps each small; this one wires them
+onto the app (`cli/app.py`) and is the single place where user errors become one line on
+stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -8,17 +9,11 @@ import sys
 
 import typer
 
-app = typer.Typer(
-    name="llm-teach",
-    help="Teach a small language model with a larger one: generate data, distill, reinforce, evaluate.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+from llm_teach.cli.app import app
 
 # Importing the command modules registers their commands on `app` (each imports its heavy
 # dependencies inside the command, so `llm-teach --help` stays fast).
-from llm_teach.cli import evaluate, generate, models, run, serve, train  # noqa: E402,F401
+from llm_teach.cli import evaluate, generate, models, run, serve, train  # noqa: F401
 
 
 def main() -> None:

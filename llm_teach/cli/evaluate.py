@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from llm_teach.cli import app
-from llm_teach.cli import options as opt
+import llm_teach.cli.options as opt
+from llm_teach.cli.app import app
+
+if TYPE_CHECKING:
+    from llm_teach.evaluation import SuiteEntry
 
 
 @app.command("eval")
@@ -38,13 +39,30 @@ def eval_(
     tensor_parallel_size: opt.TensorParallel = 1,
 ) -> None:
     """Evaluate MODEL on a benchmark (or a --suite of them); writes items.jsonl, summary.json, manifest.json."""
-    from llm_teach.backends import make_backend
     from llm_teach.errors import UserError
-    from llm_teach.data import load_problems
-    from llm_teach.data.jsonl import write_json_atomic
-    from llm_teach.data.problems import local_file
-    from llm_teach.evaluation import EvalConfig, SuiteEntry, evaluate, load_suite
+    from llm_teach.evaluation import evaluate_suite, suite_problems
     from llm_teach.models import parse_spec
+
+    entries = _entries(suite, benchmark, data)
+    if samples is not None and samples < 1:
+        raise UserError("--samples must be at least 1")
+    if backend in ("hf", "vllm"):
+        parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
+    # Every benchmark's problems are read before the model loads: a bad file fails in seconds.
+    jobs, skipped = suite_problems(entries, limit=limit, columns=opt.parse_columns(columns), suite=suite)
+    options = opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype, batch_size,
+                                  tensor_parallel_size, timeout, max_retries)
+    # What is typed on the command line wins over the suite, which wins over the defaults.
+    typed = {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+             "seed": seed, "template": template}
+    evaluate_suite(model, options, jobs, out, settings={k: v for k, v in typed.items() if v is not None},
+                   suite=suite, skipped=skipped, show=print_summary)
+
+
+def _entries(suite: str | None, benchmark: str | None, data: str | None) -> list[SuiteEntry]:
+    """The benchmarks to run: the --suite file's, or the one --benchmark (or --data) names."""
+    from llm_teach.errors import UserError
+    from llm_teach.evaluation import SuiteEntry, load_suite
 
     if suite is not None:
         if benchmark is not None or data is not None:
@@ -59,43 +77,7 @@ def eval_(
     for entry in entries:
         if not (entry.benchmark in ("gsm8k", "math500") or entry.benchmark.startswith("rg:")):
             raise UserError(f"unknown benchmark '{entry.benchmark}' (gsm8k, math500 or rg:TASK)")
-    if samples is not None and samples < 1:
-        raise UserError("--samples must be at least 1")
-    if backend in ("hf", "vllm"):
-        parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
-    # Every benchmark's problems are read before the model loads: a bad file fails in seconds.
-    jobs, skipped = [], []
-    for entry in entries:
-        path = local_file(entry.data) if entry.data else None
-        if suite is not None and path is not None and not path.exists():
-            print(f"skipping {entry.dir_name}: {path} is not on this machine", file=sys.stderr)
-            skipped.append(entry.dir_name)
-            continue
-        caps = [n for n in (entry.limit, limit) if n is not None]
-        jobs.append((entry, load_problems(entry.data or entry.benchmark, min(caps) if caps else None, split="test",
-                                          columns=opt.parse_columns(columns),
-                                          data_format=None if entry.benchmark.startswith("rg:") else entry.benchmark)))
-    if not jobs:
-        raise UserError(f"{suite}: none of its benchmarks' data is on this machine")
-    engine = make_backend(model, opt.backend_options(backend, base_url, api_key_env, max_concurrency, dtype,
-                                                     batch_size, tensor_parallel_size, timeout, max_retries))
-    results = {}
-    for entry, problems in jobs:
-        # What is typed on the command line wins over the suite, which wins over the defaults.
-        k = _first(samples, entry.samples, 1)
-        config = EvalConfig(benchmark=entry.benchmark, samples=k, temperature=_first(temperature, entry.temperature,
-                                                                                     0.0 if k == 1 else 0.7),
-                            top_p=top_p, max_new_tokens=_first(max_new_tokens, entry.max_new_tokens, 512),
-                            seed=seed, template=template)
-        results[entry.dir_name] = evaluate(engine, problems, config, Path(out) / entry.dir_name if suite else out)
-        print_summary(results[entry.dir_name])
-    if suite is not None:
-        write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped,
-                                                     "results": results})
-
-
-def _first(*values):
-    return next(v for v in values if v is not None)
+    return entries
 
 
 def print_summary(summary: dict) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llm_teach.cli import app
+from llm_teach.cli.app import app
 from llm_teach.cli import options as opt
 from llm_teach.stages import STAGES, run_stage
 
@@ -56,7 +56,7 @@ def _register(stage: str, help_text: str) -> None:
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
     ) -> None:
-        from llm_teach.stages.models import Models
+        from llm_teach.stages.roles import Models
 
         models = Models(
             teacher=teacher,

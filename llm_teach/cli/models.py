@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from llm_teach.cli import app
+from llm_teach.cli.app import app
 
 models_app = typer.Typer(help="Model specs: list aliases and cached models, prepare a spec.", no_args_is_help=True)
 app.add_typer(models_app, name="models")

@@ -30,7 +30,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from llm_teach.cli import app
+from llm_teach.cli.app import app
 from llm_teach.errors import UserError
 
 ENGINES = ("auto", "vllm", "transformers")

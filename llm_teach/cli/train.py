@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from llm_teach.cli import app
-from llm_teach.cli import options as opt
+import llm_teach.cli.options as opt
+from llm_teach.cli.app import app
 
 
 @app.command("train")

@@ -7,11 +7,12 @@ documented), plus its Jinja2 templates under `prompts/<stage>/`:
 
 It returns the manifest it wrote. All stages share two small modules:
 
-- `llm_teach.stages.models`: `Models` (teacher/student specs and backend options; backends
-  made on first use) and the token metering of backend calls.
-- `llm_teach.stages.rundir`: `StageRun` (the output directory: fixed, seeded work units that
-  make a killed run resume to exactly the records of an uninterrupted one; counts; usage;
-  `manifest.json`). Its module docstring is the how-to for writing a stage.
+- `llm_teach.stages.roles`: `Models` (teacher/student specs and backend options; backends
+  made on first use).
+- `llm_teach.runs.stage_run`: `StageRun` (the output directory: fixed, seeded work units that
+  make a killed run resume to exactly the records of an uninterrupted one; counts; token
+  usage metered per role; `manifest.json`). Its module docstring is the how-to for writing a
+  stage.
 
 `STAGES` below is what `llm-teach generate STAGE` and pipelines look up (imported lazily, so
 the CLI starts without loading every stage).

@@ -52,9 +52,10 @@ from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
-from llm_teach.stages.models import Models
+from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
+from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.stages.roles import Models
 from llm_teach.stages.parsing import parse_problem
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 STYLE_DIR = "arte/styles"
 

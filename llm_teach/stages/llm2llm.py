@@ -37,8 +37,9 @@ from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
-from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
+from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
+from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.stages.roles import Models
 
 _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
 

@@ -10,7 +10,7 @@ The model is its own teacher, seen in two contexts. For each problem:
    standalone explanation ending in `\\boxed{}`; it is kept only if GRADED correct (never
    by string equality with the gold answer).
 5. The teacher's top-k log-probs over the explanation's tokens in the hinted context are
-   stored (`trainers.logit_store`), and a distill record is written whose `prompt` is the
+   stored (`data.logit_store`), and a distill record is written whose `prompt` is the
    student's view: the bare problem as chat messages, so the trainer applies the chat
    template (the reference code trains the student on the raw question without it).
 
@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.data.logit_store import append_scored, open_writer
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.grading import answer_key, grade
 from llm_teach.prompts import render
-from llm_teach.stages.models import Models
-from llm_teach.stages.rundir import StageRun, Unit, Work, derive_seed, ids_digest
-from llm_teach.data.logit_store import append_scored, open_writer
+from llm_teach.runs.hashing import derive_seed, ids_digest
+from llm_teach.runs.stage_run import StageRun, Unit, Work
+from llm_teach.stages.roles import Models
 
 
 @dataclass

@@ -53,9 +53,10 @@ from llm_teach.evaluation import majority_vote
 from llm_teach.grading import answer_key, extract_answer, grade, last_boxed
 from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
-from llm_teach.stages.models import Models
+from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
+from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.stages.roles import Models
 from llm_teach.stages.parsing import parse_problem
-from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 MAX_SKILL_CHARS = 80  # a "skill" longer than this is a sentence, not a name
 MAX_SKILL_WORDS = 12

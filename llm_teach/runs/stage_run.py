@@ -31,6 +31,10 @@ a model, propose a skill list) is `run.once(step, work, depends_on=inputs)`.
 
 Counts use "/" to group: `rejected/no_wrong_rollout`, `decontamination/dropped`. They are
 summed over units into `manifest.json["counts"]`, as is token usage per role.
+
+Built from the pieces every run directory shares: `RunDirectory` (the run's identity, the
+refusal of another run's OUT, the manifest) and `work_once` (keyed once-only work on a
+crash-safe log); evaluation uses the same two.
 """
 
 from __future__ import annotations
@@ -41,15 +45,25 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from llm_teach.backends import Backend
 from llm_teach.data.jsonl import RecordLog, write_jsonl_atomic
 from llm_teach.errors import UserError
-from llm_teach.manifest import write_manifest
-from llm_teach.progress import progress_bar
 from llm_teach.prompts import template_hash
-from llm_teach.stages.models import Metered, Models, Usage, UsageMeter
+from llm_teach.runs.directory import RunDirectory
+from llm_teach.runs.hashing import content_hash, derive_seed
+from llm_teach.runs.usage import Metered, Usage, UsageMeter
+from llm_teach.runs.worklog import work_once
+
+if TYPE_CHECKING:
+    from llm_teach.backends import Backend
+
+
+class DescribesModels(Protocol):
+    """What a stage run needs of the stage's models (`llm_teach.stages.roles.Models`): their
+    description for the manifest."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class StageRun:
     """One stage's run directory. Creating it checks that OUT does not hold a run with another
     config, models or prompts (resuming those would mix two experiments in one output)."""
 
-    def __init__(self, out: str | Path, stage: str, config: Any, models: Models,
+    def __init__(self, out: str | Path, stage: str, config: Any, models: DescribesModels,
                  templates: Sequence[str] = (), inputs: dict[str, Any] | None = None, seed: int | None = None):
         self.out = Path(out)
         self.stage = stage
@@ -105,7 +119,8 @@ class StageRun:
         }
         self.inputs = dict(inputs or {})
         self._results: dict[str, list[Work]] = {}
-        self._check_resumable()
+        self.directory = RunDirectory(self.out, self.fingerprint, kind="stage")
+        self.directory.claim()
         self._write_manifest("running")
 
     # -- model calls --------------------------------------------------------------------------
@@ -143,24 +158,20 @@ class StageRun:
         return self.run_units(step, self.units(step, [content_hash(depends_on)], 1, key=str), work)[0]
 
     def run_units(self, step: str, units: list[Unit], work: Callable[[Unit], Work]) -> list[Work]:
-        log = RecordLog(self.out / "work" / f"{step}.jsonl")
-        done = {r["id"]: r for r in log.records()}
-        results: list[Work] = []
-        todo = sum(u.key not in done for u in units)
-        with progress_bar(f"{self.stage} {step}", total=len(units), done=len(units) - todo) as advance:
-            for unit in units:
-                if unit.key in done:
-                    results.append(Work.from_entry(done[unit.key]))
-                    continue
-                self.meter.usage = Usage()
-                result = work(unit)
-                result.usage = self.meter.usage.to_dict()
-                # JSON round trip: what a resumed run reads back is exactly what we return now.
-                entry = json.loads(json.dumps(result.to_entry(unit.key), ensure_ascii=False))
-                log.append([entry])
-                results.append(Work.from_entry(entry))
-                advance(1)
-        log.finalize(order=[u.key for u in units])
+        """Run `work` over `units` not finished by an earlier run (`work/<step>.jsonl` holds one
+        entry per finished unit); return every unit's `Work` in order, read back from the log,
+        so a resumed run returns exactly what an uninterrupted one would."""
+
+        def run_unit(todo: list[Unit]) -> list[dict[str, Any]]:
+            (unit,) = todo
+            self.meter.usage = Usage()
+            result = work(unit)
+            result.usage = self.meter.usage.to_dict()
+            return [result.to_entry(unit.key)]
+
+        entries = work_once(RecordLog(self.out / "work" / f"{step}.jsonl"), [[u] for u in units],
+                            key=lambda u: u.key, work=run_unit, description=f"{self.stage} {step}")
+        results = [Work.from_entry(entry) for entry in entries]
         self._results[step] = results
         return results
 
@@ -184,40 +195,11 @@ class StageRun:
         return self._write_manifest("complete", counts=counts, outputs=sorted(outputs), **sections)
 
     # -- manifest -----------------------------------------------------------------------------
-    def _check_resumable(self) -> None:
-        path = self.out / "manifest.json"
-        if not path.exists():
-            return
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise UserError(f"{path}: unreadable manifest; use a new --out (or delete it)") from None
-        for section, now in self.fingerprint.items():
-            before = previous.get(section)
-            if json.loads(json.dumps(now, default=str)) != before:
-                detail = _first_difference(before, now)
-                raise UserError(f"{self.out} holds a {previous.get('stage', 'different')} run with another "
-                                f"{section}{detail}; use a new --out (or delete it) to start over")
-
     def _write_manifest(self, status: str, **extra: Any) -> dict[str, Any]:
-        return write_manifest(self.out, status=status, **self.fingerprint, seed=self.seed, inputs=self.inputs,
-                              usage=self.usage(), timings={"seconds_this_run": round(time.time() - self.started, 2)},
-                              **extra)
-
-
-def derive_seed(seed: int, key: str) -> int:
-    """A 31-bit seed from a base seed and a unit key (stable across runs and machines)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
-
-
-def content_hash(value: Any) -> str:
-    """A short stable hash of JSON-able content (unit keys, file names)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def ids_digest(ids: Sequence[str]) -> str:
-    """A short hash of the input ids for the manifest (which problems, without listing them)."""
-    return "sha256:" + content_hash(list(ids))
+        return self.directory.write_manifest(status=status, **self.fingerprint, seed=self.seed, inputs=self.inputs,
+                                             usage=self.usage(),
+                                             timings={"seconds_this_run": round(time.time() - self.started, 2)},
+                                             **extra)
 
 
 def _item_key(item: Any) -> str:
@@ -226,12 +208,3 @@ def _item_key(item: Any) -> str:
     if isinstance(item, dict) and "id" in item:
         return str(item["id"])
     return json.dumps(item, sort_keys=True, default=str)
-
-
-def _first_difference(before: Any, now: Any, path: str = "") -> str:
-    now = json.loads(json.dumps(now, default=str))
-    if isinstance(before, dict) and isinstance(now, dict):
-        for key in sorted(set(before) | set(now)):
-            if before.get(key) != now.get(key):
-                return _first_difference(before.get(key), now.get(key), f"{path}.{key}" if path else key)
-    return f" ('{path}': {before!r} -> {now!r})" if path else ""
