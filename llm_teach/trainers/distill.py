@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from llm_teach.backends.openai import encode_prompt
+from llm_teach.backends.base import encode_prompt
 from llm_teach.errors import UserError
 from llm_teach.trainers.common import (TeacherBackend, TrainConfig, is_records_file, load_student, lora_config,
                                        make_args, make_teacher, option, prepare_frozen, read_records, require,
