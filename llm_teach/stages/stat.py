@@ -49,8 +49,7 @@ from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicat
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
-from llm_teach.evaluation import majority_vote
-from llm_teach.grading import answer_key, extract_answer, grade, last_boxed
+from llm_teach.grading import answer_key, extract_answer, grade, last_boxed, majority_vote
 from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
