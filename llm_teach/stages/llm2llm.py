@@ -34,6 +34,7 @@ from llm_teach.backends import Backend, BackendOptions, SamplingConfig
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
+from llm_teach.data.targets import boxed_answer, boxed_solution
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
@@ -127,24 +128,18 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
                                "seed_accuracy_by_round": [x["seed_accuracy"] for x in rounds]})
 
 
+def _target(problem: Problem) -> str:
+    """The worked solution ending in `\\boxed{answer}` (`data.targets`); a problem without a
+    solution gets the one-line boxed answer."""
+    return boxed_solution(problem) or boxed_answer(problem.answer)
+
+
 def sft_record(problem: Problem, config: LLM2LLMConfig) -> dict[str, Any]:
     """A chat SFT record: the evaluation prompt and a solution ending in `\\boxed{answer}`."""
     return {"id": problem.id, "messages": [
         {"role": "user", "content": render(config.eval_template, question=problem.question)},
-        {"role": "assistant", "content": boxed_solution(problem)},
+        {"role": "assistant", "content": _target(problem)},
     ]}
-
-
-def boxed_solution(problem: Problem) -> str:
-    """The worked solution in the answer format evaluation asks for: GSM8K's `#### N` line
-    becomes `\\boxed{N}`; a problem without a solution gets a one-line boxed answer."""
-    solution = (problem.solution or "").strip()
-    if not solution:
-        return f"The answer is \\boxed{{{problem.answer}}}."
-    if "\\boxed" in solution:
-        return solution
-    body = re.sub(r"<<[^>]*>>", "", solution.rsplit("####", 1)[0]).strip()  # GSM8K calculator tags
-    return f"{body}\nThe answer is \\boxed{{{problem.answer}}}.".strip()
 
 
 def parse_generated(text: str) -> tuple[str, str] | None:
@@ -192,7 +187,7 @@ def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decon
     teacher re-solve the survivors and keep the ones whose answers agree."""
     counts: Counter = Counter()
     prompts = [[{"role": "user", "content": render(config.augment_template, question=seed.question,
-                                                   solution=boxed_solution(seed), student_answer=_shown(wrong))}]
+                                                   solution=_target(seed), student_answer=_shown(wrong))}]
                for seed, wrong in unit.items]
     sampling = SamplingConfig(temperature=config.teacher_temperature, max_new_tokens=config.teacher_max_new_tokens,
                               seed=unit.seed)

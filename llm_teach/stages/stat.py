@@ -31,33 +31,35 @@ Not implemented: the paper also allows a process reward model to flag difficult 
 left for later. STAT-Syn problems are also checked against evaluation sets (n-gram overlap
 with GSM8K test, MATH-500 and `--decontaminate` files) and for ROUGE-L near-duplicates of the
 input and of each other; the paper describes neither filter.
+
+Where the pieces live: steps 1-3 and the stage function here; the profile's quotas in
+`stat_profile`, step 4 in `stat_sel` and `stat_syn`, how problems are posed in `stat_prompts`,
+and the reading of skill lists in `parsing`.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
+from llm_teach.data.decontam import DecontamConfig, Decontaminator
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
-from llm_teach.grading import answer_key, extract_answer, grade, last_boxed, majority_vote
+from llm_teach.grading import answer_key, grade, majority_vote
 from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
-from llm_teach.stages.parsing import parse_problem
+from llm_teach.stages.parsing import dedupe_skills, match_skills, parse_name_list, parse_skill_file
 from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
-
-MAX_SKILL_CHARS = 80  # a "skill" longer than this is a sentence, not a name
-MAX_SKILL_WORDS = 12
+from llm_teach.stages.stat_profile import allocate, data_size, skill_profile
+from llm_teach.stages.stat_prompts import solve_prompt
+from llm_teach.stages.stat_sel import sel_records
+from llm_teach.stages.stat_syn import syn_records
 
 
 @dataclass
@@ -166,9 +168,9 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     sft: list[dict[str, Any]] = []
     synthetic: list[dict[str, Any]] = []
     if config.mode in ("sel", "both"):
-        sft += _sel(run, problems, labels, profile, teacher, config)
+        sft += sel_records(run, problems, labels, profile, teacher, config)
     if config.mode in ("syn", "both"):
-        syn_sft, synthetic = _syn(run, problems, labels, missing, profile, teacher, decontam, config)
+        syn_sft, synthetic = syn_records(run, problems, labels, missing, profile, teacher, decontam, config)
         sft += syn_sft
 
     write_json_atomic(out / "skills.json", {"skills": skills, "source": "file" if config.skills_file else "teacher",
@@ -176,8 +178,8 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     write_json_atomic(out / "profile.json", {
         "skills": profile, "problems": len(problems), "difficult": len(difficult),
         "judged_without_skill": sum(1 for m in missing if not m["missing"]),
-        "sel_quota": allocate(profile, _size(config.sel_size, problems)) if config.mode != "syn" else {},
-        "syn_quota": allocate(profile, _size(config.syn_size, problems)) if config.mode != "sel" else {},
+        "sel_quota": allocate(profile, data_size(config.sel_size, problems)) if config.mode != "syn" else {},
+        "syn_quota": allocate(profile, data_size(config.syn_size, problems)) if config.mode != "sel" else {},
     })
     return run.finish({"labels.jsonl": labels, "answers.jsonl": answers, "missing.jsonl": missing,
                        "synthetic.jsonl": synthetic, "sft.jsonl": sft},
@@ -219,10 +221,9 @@ def _label(unit: Unit, skills: list[str], teacher: Backend, config: STATConfig) 
         return Work(records={"labels": [{"id": p.id, "skills": [], "unknown": []} for p in problems]}, counts=counts)
     prompts = [[{"role": "user", "content": render(config.label_template, skills=skills, question=p.question,
                                                    max_labels=config.max_labels)}] for p in problems]
-    outs = teacher.generate(prompts, 1, _greedy(config.list_max_new_tokens, unit.seed))
     records = []
-    for problem, gens in zip(problems, outs):
-        matched, unknown = match_skills(parse_name_list(gens[0].completion, loose=True), skills, config.max_labels)
+    for problem, (matched, unknown) in zip(problems, _ask_for_skills(teacher, prompts, skills, config.max_labels,
+                                                                     config, unit.seed)):
         counts["labels/unlabelled" if not matched else "labels/labelled"] += 1
         counts["labels/unknown_names"] += len(unknown)
         records.append({"id": problem.id, "skills": matched, "unknown": unknown})
@@ -299,365 +300,27 @@ def _judge(unit: Unit, skills: list[str], responses: dict[str, str], teacher: Ba
     prompts = [[{"role": "user", "content": render(
         config.judge_template, skills=skills, question=p.question, answer=p.answer, solution=p.solution or "",
         response=responses[p.id], max_missing=config.max_missing)}] for p in problems]
-    outs = teacher.generate(prompts, 1, _greedy(config.list_max_new_tokens, unit.seed))
     records = []
-    for problem, gens in zip(problems, outs):
-        matched, unknown = match_skills(parse_name_list(gens[0].completion, loose=True), skills, config.max_missing)
+    for problem, (matched, unknown) in zip(problems, _ask_for_skills(teacher, prompts, skills, config.max_missing,
+                                                                     config, unit.seed)):
         counts["missing/no_skill" if not matched else "missing/named"] += 1
         counts["missing/unknown_names"] += len(unknown)
         records.append({"id": problem.id, "missing": matched, "unknown": unknown})
     return Work(records={"missing": records}, counts=counts)
 
 
-def skill_profile(missing: list[dict[str, Any]], skills: list[str]) -> dict[str, int]:
-    """Counts per missing skill, most common first (ties in skill-list order)."""
-    counts = Counter(s for m in missing for s in m["missing"])
-    order = {s: i for i, s in enumerate(skills)}
-    return {s: counts[s] for s in sorted(counts, key=lambda s: (-counts[s], order.get(s, len(order))))}
+# -- helpers ------------------------------------------------------------------------------------
 
 
-def allocate(profile: dict[str, int], total: int) -> dict[str, int]:
-    """Split `total` items over skills in proportion to the profile (largest remainder; exact
-    fractions, ties to the more frequent, then earlier, skill). Skills with quota 0 are left out."""
-    weight = sum(profile.values())
-    if total <= 0 or weight == 0:
-        return {}
-    exact = {s: Fraction(total * c, weight) for s, c in profile.items()}
-    quota = {s: int(e) for s, e in exact.items()}
-    order = list(profile)
-    by_remainder = sorted(order, key=lambda s: (-(exact[s] - quota[s]), -profile[s], order.index(s)))
-    for s in by_remainder[: total - sum(quota.values())]:
-        quota[s] += 1
-    return {s: q for s, q in quota.items() if q > 0}
-
-
-# -- step 4a: STAT-Sel --------------------------------------------------------------------------
-
-
-def select(profile: dict[str, int], labels: list[dict[str, Any]], total: int,
-           seed: int) -> tuple[list[tuple[str, str]], Counter]:
-    """`[(problem_id, skill)]`: per missing skill, its quota of problems labelled with it, drawn
-    without replacement in seeded random order and cycled when the pool is smaller than the
-    quota (the paper samples with replacement). A skill no problem is labelled with gets none."""
-    counts: Counter = Counter()
-    picks: list[tuple[str, str]] = []
-    for skill, quota in allocate(profile, total).items():
-        pool = [r["id"] for r in labels if skill in r["skills"]]
-        if not pool:
-            counts["sel/skill_without_problems"] += 1
-            continue
-        if len(pool) < quota:
-            counts["sel/pool_repeated"] += 1
-        rng = random.Random(derive_seed(seed, f"sel/{skill}"))
-        drawn: list[str] = []
-        while len(drawn) < quota:
-            order = list(pool)
-            rng.shuffle(order)
-            drawn += order[: quota - len(drawn)]
-        picks += [(pid, skill) for pid in drawn]
-    return picks, counts
-
-
-def solution_target(problem: Problem) -> str | None:
-    """The dataset's worked solution as an SFT target ending in `\\boxed{}` (what evaluation
-    extracts), or None when there is none. GSM8K's `#### N` becomes a boxed answer and its
-    calculator annotations `<<48/2=24>>` are removed."""
-    solution = (problem.solution or "").strip()
-    if not solution:
-        return None
-    if last_boxed(solution) is not None:
-        return solution
-    if "####" in solution:
-        body, answer = solution.rsplit("####", 1)
-        body = re.sub(r"<<[^<>]*>>", "", body).strip()
-        return f"{body}\n\nThe final answer is \\boxed{{{answer.strip()}}}."
-    return f"{solution}\n\nThe final answer is \\boxed{{{problem.answer}}}."
-
-
-def _sel(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], profile: dict[str, int],
-         teacher: Backend, config: STATConfig) -> list[dict[str, Any]]:
-    by_id = {p.id: p for p in problems}
-    picks, pick_counts = select(profile, labels, _size(config.sel_size, problems), run.seed)
-    order = {p.id: i for i, p in enumerate(problems)}
-    need = sorted({pid for pid, _ in picks if solution_target(by_id[pid]) is None}, key=order.__getitem__)
-    solved = records(run.map("sel_solve", [by_id[pid] for pid in need], config.chunk_size,
-                             lambda unit: _solve_gold(unit, teacher, config)), "solutions")
-    targets = {r["id"]: r["solution"] for r in solved}
-
-    def assemble(unit: Unit) -> Work:
-        counts, records, seen = Counter(pick_counts), [], Counter()
-        counts["sel/picked"] += len(picks)
-        for pid, skill in picks:
-            problem = by_id[pid]
-            target = solution_target(problem) or targets.get(pid)
-            if target is None:
-                counts["rejected/sel_no_correct_solution"] += 1
-                continue
-            seen[pid] += 1
-            records.append(_sft_record(f"sel-{pid}-{seen[pid]}", problem.question, target, config, origin="sel",
-                                       skill=skill, problem_id=pid, answer=problem.answer, source=problem.source))
-        return Work(records={"sft": records}, counts=counts)
-
-    return run.once("sel", assemble, depends_on=[picks, targets]).records["sft"]
-
-
-def _solve_gold(unit: Unit, teacher: Backend, config: STATConfig) -> Work:
-    """Teacher solutions for selected problems that have no worked solution; the first one
-    graded correct against the gold answer is kept."""
-    problems: tuple[Problem, ...] = unit.items
-    counts: Counter = Counter()
-    outs = teacher.generate([solve_prompt(p.question, config) for p in problems], config.solve_attempts,
-                            _sampled(config, config.solve_temperature, unit.seed))
-    records = []
-    for problem, gens in zip(problems, outs):
-        benchmark = grading_benchmark(problem.source)
-        good = next((g.completion for g in gens
-                     if grade(g.completion, problem.answer, benchmark, problem.meta).correct), None)
-        counts["sel/teacher_solved" if good else "sel/teacher_failed"] += 1
-        if good:
-            records.append({"id": problem.id, "solution": good})
-    return Work(records={"solutions": records}, counts=counts)
-
-
-# -- step 4b: STAT-Syn --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SynTask:
-    """One problem to write: `index`-th of `skill`'s quota, modelled on `references`."""
-
-    id: str
-    skill: str
-    references: tuple[str, ...]  # problem ids
-    benchmark: str  # how answers to the new problem are extracted and grouped
-
-
-def syn_tasks(profile: dict[str, int], total: int, problems: list[Problem], labels: list[dict[str, Any]],
-              missing: list[dict[str, Any]], n_refs: int, seed: int) -> list[SynTask]:
-    """The problems to write, fixed before any is written. References for a skill come first
-    from difficult problems missing it, then from problems labelled with it, then from any
-    problem (seeded per task, so each task sees its own examples)."""
-    by_id = {p.id: p for p in problems}
-    tasks = []
-    for skill, quota in allocate(profile, total).items():
-        lacking = [m["id"] for m in missing if skill in m["missing"]]
-        labelled = [r["id"] for r in labels if skill in r["skills"] and r["id"] not in lacking]
-        rest = [p.id for p in problems if p.id not in lacking and p.id not in labelled]
-        for index in range(quota):
-            rng = random.Random(derive_seed(seed, f"syn-refs/{skill}/{index}"))
-            refs: list[str] = []
-            for tier in (lacking, labelled, rest):
-                room = n_refs - len(refs)
-                if room > 0:
-                    refs += rng.sample(tier, min(room, len(tier)))
-            tasks.append(SynTask(f"syn-{_slug(skill)}-{index}", skill, tuple(refs),
-                                 grading_benchmark(by_id[refs[0]].source)))
-    return tasks
-
-
-def _syn(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], missing: list[dict[str, Any]],
-         profile: dict[str, int], teacher: Backend, decontam: Decontaminator,
-         config: STATConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    by_id = {p.id: p for p in problems}
-    tasks = syn_tasks(profile, _size(config.syn_size, problems), problems, labels, missing,
-                      config.syn_references, run.seed)
-    pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])  # copied per unit
-    works = run.map("syn", tasks, config.chunk_size,
-                    lambda unit: _write_and_solve(unit, by_id, pool, teacher, decontam, config),
-                    key=lambda t: f"{t.id}|{t.skill}|{','.join(t.references)}")
-    written = records(works, "problems")
-
-    def dedupe(unit: Unit) -> Work:
-        """Units dropped near-duplicates of the input; two units can still write near-identical
-        problems: the first (in task order) is kept."""
-        counts: Counter = Counter()
-        kept = drop_near_duplicates(written, NearDuplicates(config.near_duplicate_rouge_l), counts)
-        return Work(records={"problems": kept}, counts=counts)
-
-    synthetic = run.once("syn_dedupe", dedupe, depends_on=written).records["problems"]
-    sft = []
-    for record in synthetic:
-        for i, solution in enumerate(record.pop("solutions"), start=1):
-            sft.append(_sft_record(f"{record['id']}-sol{i}", record["question"], solution, config, origin="syn",
-                                   skill=record["meta"]["skill"], problem_id=record["id"], answer=record["answer"],
-                                   source=record["source"]))
-    return sft, synthetic
-
-
-def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: NearDuplicates, teacher: Backend,
-                     decontam: Decontaminator, config: STATConfig) -> Work:
-    """Write this unit's problems, drop unusable ones (empty, contaminated, near-duplicates of
-    the input or of each other), then solve the rest `syn_solutions` times and keep those whose
-    answers agree."""
-    tasks: tuple[SynTask, ...] = unit.items
-    counts: Counter = Counter()
-    prompts = [[{"role": "user", "content": render(config.synthesize_template, skill=t.skill,
-                                                   references=[by_id[r].question for r in t.references])}]
-               for t in tasks]
-    outs = teacher.generate(prompts, 1, SamplingConfig(temperature=config.syn_temperature, top_p=config.top_p,
-                                                       max_new_tokens=config.list_max_new_tokens, seed=unit.seed))
-    candidates = []
-    seen = pool.copy()
-    for task, gens in zip(tasks, outs):
-        question = parse_problem(gens[0].completion)
-        counts["syn/written"] += 1
-        if question is None:
-            counts["rejected/syn_empty_problem"] += 1
-            continue
-        if not admit(question, decontam, seen, counts):
-            continue
-        candidates.append((task, question))
-    solutions = teacher.generate([solve_prompt(q, config) for _, q in candidates], config.syn_solutions,
-                                 _sampled(config, config.solve_temperature, derive_seed(unit.seed, "solve")))
-    records = []
-    for (task, question), gens in zip(candidates, solutions):
-        answer, agreeing = agreeing_solutions([g.completion for g in gens], task.benchmark, config.syn_min_agree)
-        if answer is None:
-            counts["rejected/syn_no_agreement"] += 1
-            continue
-        counts["syn/kept"] += 1
-        source = task.benchmark if task.benchmark in ("gsm8k", "math500") else "stat-syn"
-        records.append({"id": task.id, "question": question, "answer": answer, "source": source,
-                        "solution": agreeing[0],
-                        "meta": {"skill": task.skill, "references": list(task.references),
-                                 "benchmark": task.benchmark, "agreement": len(agreeing)},
-                        "solutions": agreeing})
-    return Work(records={"problems": records}, counts=counts)
-
-
-def agreeing_solutions(completions: list[str], benchmark: str, min_agree: int) -> tuple[str | None, list[str]]:
-    """(the majority answer, the solutions giving it) when at least `min_agree` solutions agree
-    (grouped by `answer_key`; ties to the answer seen first), else (None, [])."""
-    answers = [extract_answer(c, benchmark)[0] for c in completions]
-    index, votes = majority_vote(answers, benchmark)
-    if index is None or votes < min_agree:
-        return None, []
-    winner = answer_key(answers[index], benchmark)
-    return answers[index], [c for c, a in zip(completions, answers)
-                            if a is not None and answer_key(a, benchmark) == winner]
-
-
-# -- parsing model text -------------------------------------------------------------------------
-
-_JSON_LIST = re.compile(r"\[[^\[\]]*\]", re.S)
-_BULLET = re.compile(r"^\s*(?:\d{1,3}\s*[.):]|[-*\u2022+])\s+(.+?)\s*$")
-
-
-def parse_name_list(text: str, loose: bool = False) -> list[str]:
-    """Names from model text: the first JSON list of strings (or of {"name"/"skill": ...}), else
-    numbered or bulleted lines. `loose` (for picking names from a known list) also accepts
-    comma-, semicolon- or line-separated names. Never evaluates the text."""
-    for match in _JSON_LIST.finditer(text or ""):
-        try:
-            value = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            continue
-        names = [_list_item(v) for v in value]
-        names = [n for n in names if n]
-        if names:
-            return names
-    names = [_clean_name(m.group(1)) for line in (text or "").splitlines() if (m := _BULLET.match(line))]
-    names = [n for n in names if n]
-    if names or not loose:
-        return names
-    parts = re.split(r"[,;\n]", text or "")
-    return [n for n in (_clean_name(p) for p in parts) if n]
-
-
-def parse_skill_file(text: str) -> list[str]:
-    """A user's skill list: JSON (a list, or {"skills": [...]}) or one skill per line (bullets
-    and numbering allowed; blank lines and `#` comments ignored)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if isinstance(value, dict):
-        value = value.get("skills")
-    if isinstance(value, list):
-        return [n for n in (_list_item(v) for v in value) if n]
-    names = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _BULLET.match(line)
-        name = _clean_name(m.group(1) if m else line)
-        if name:
-            names.append(name)
-    return names
-
-
-def dedupe_skills(names: list[str]) -> list[str]:
-    """Drop repeats that differ only in case, spacing or punctuation (first spelling kept)."""
-    seen, out = set(), []
-    for name in names:
-        key = skill_key(name)
-        if key and key not in seen:
-            seen.add(key)
-            out.append(name)
-    return out
-
-
-def match_skills(names: list[str], skills: list[str], limit: int) -> tuple[list[str], list[str]]:
-    """(names found in `skills`, spelled as in the list, deduplicated, at most `limit`;
-    names not on the list)."""
-    canonical = {skill_key(s): s for s in skills}
-    matched, unknown = [], []
-    for name in names:
-        skill = canonical.get(skill_key(name))
-        if skill is None:
-            unknown.append(name)
-        elif skill not in matched and len(matched) < limit:
-            matched.append(skill)
-    return matched, unknown
-
-
-def skill_key(name: str) -> str:
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", name.casefold()).split())
-
-
-
-def _list_item(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value.get("name", value.get("skill", ""))
-    return _clean_name(value) if isinstance(value, str) else ""
-
-
-def _clean_name(raw: str) -> str:
-    """"**Adding fractions**: combining ..." -> "Adding fractions"; too long -> ""."""
-    name = re.sub(r"[*`_\"]+", " ", raw).strip()
-    name = re.split(r"\s*:\s+|\s+[-\u2013\u2014]\s+", name, maxsplit=1)[0]
-    name = " ".join(name.split()).strip(" .,;'")
-    if not name or len(name) > MAX_SKILL_CHARS or len(name.split()) > MAX_SKILL_WORDS:
-        return ""
-    return name
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def solve_prompt(question: str, config: STATConfig) -> list[dict[str, str]]:
-    """How a problem is posed: the evaluation prompt, so SFT trains the student in the context
-    it is tested in."""
-    return [{"role": "user", "content": render(config.solve_template, question=question)}]
-
-
-def _sft_record(rid: str, question: str, solution: str, config: STATConfig, **extra: Any) -> dict[str, Any]:
-    return {"id": rid, "messages": [*solve_prompt(question, config), {"role": "assistant", "content": solution}],
-            **extra}
-
-
-def _size(value: int | None, problems: list[Problem]) -> int:
-    return len(problems) if value is None else value
+def _ask_for_skills(teacher: Backend, prompts: list, skills: list[str], limit: int, config: STATConfig,
+                    seed: int) -> list[tuple[list[str], list[str]]]:
+    """The teacher's greedy reply to each prompt read as names from the skill list: `(names on
+    the list, spelled as there, at most `limit`; names not on it)` per prompt (labels, judgements)."""
+    outs = teacher.generate(prompts, 1, _greedy(config.list_max_new_tokens, seed))
+    return [match_skills(parse_name_list(gens[0].completion, loose=True), skills, limit) for gens in outs]
 
 
 def _greedy(max_new_tokens: int, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
 
-
-def _sampled(config: STATConfig, temperature: float, seed: int) -> SamplingConfig:
-    return SamplingConfig(temperature=temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens, seed=seed)
-
-
-def _slug(name: str) -> str:
-    return skill_key(name).replace(" ", "-")[:40] or "skill"
 
