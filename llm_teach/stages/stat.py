@@ -43,7 +43,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, NamedTuple
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.decontam import DecontamConfig, Decontaminator
@@ -214,20 +214,11 @@ def _propose_skills(unit: Unit, sample: list[Problem], teacher: Backend, config:
 
 
 def _label(unit: Unit, skills: list[str], teacher: Backend, config: STATConfig) -> Work:
-    problems: tuple[Problem, ...] = unit.items
-    counts: Counter = Counter()
-    if not skills:
-        counts["labels/unlabelled"] += len(problems)
-        return Work(records={"labels": [{"id": p.id, "skills": [], "unknown": []} for p in problems]}, counts=counts)
-    prompts = [[{"role": "user", "content": render(config.label_template, skills=skills, question=p.question,
-                                                   max_labels=config.max_labels)}] for p in problems]
-    records = []
-    for problem, (matched, unknown) in zip(problems, _ask_for_skills(teacher, prompts, skills, config.max_labels,
-                                                                     config, unit.seed)):
-        counts["labels/unlabelled" if not matched else "labels/labelled"] += 1
-        counts["labels/unknown_names"] += len(unknown)
-        records.append({"id": problem.id, "skills": matched, "unknown": unknown})
-    return Work(records={"labels": records}, counts=counts)
+    def prompt(p: Problem) -> list[dict[str, str]]:
+        return [{"role": "user", "content": render(config.label_template, skills=skills, question=p.question,
+                                                   max_labels=config.max_labels)}]
+
+    return _ask_for_skills(_LABELS, unit, prompt, skills, config.max_labels, teacher, config, Counter())
 
 
 # -- step 2: difficult problems -----------------------------------------------------------------
@@ -292,32 +283,49 @@ def shown_response(grades: list, k: int, correctness: str, benchmark: str) -> in
 
 
 def _judge(unit: Unit, skills: list[str], responses: dict[str, str], teacher: Backend, config: STATConfig) -> Work:
-    problems: tuple[Problem, ...] = unit.items
-    counts: Counter = Counter({"judge/problems": len(problems)})
-    if not skills:
-        counts["missing/no_skill"] += len(problems)
-        return Work(records={"missing": [{"id": p.id, "missing": [], "unknown": []} for p in problems]}, counts=counts)
-    prompts = [[{"role": "user", "content": render(
-        config.judge_template, skills=skills, question=p.question, answer=p.answer, solution=p.solution or "",
-        response=responses[p.id], max_missing=config.max_missing)}] for p in problems]
-    records = []
-    for problem, (matched, unknown) in zip(problems, _ask_for_skills(teacher, prompts, skills, config.max_missing,
-                                                                     config, unit.seed)):
-        counts["missing/no_skill" if not matched else "missing/named"] += 1
-        counts["missing/unknown_names"] += len(unknown)
-        records.append({"id": problem.id, "missing": matched, "unknown": unknown})
-    return Work(records={"missing": records}, counts=counts)
+    def prompt(p: Problem) -> list[dict[str, str]]:
+        return [{"role": "user", "content": render(
+            config.judge_template, skills=skills, question=p.question, answer=p.answer, solution=p.solution or "",
+            response=responses[p.id], max_missing=config.max_missing)}]
+
+    counts: Counter = Counter({"judge/problems": len(unit.items)})
+    return _ask_for_skills(_JUDGEMENTS, unit, prompt, skills, config.max_missing, teacher, config, counts)
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _ask_for_skills(teacher: Backend, prompts: list, skills: list[str], limit: int, config: STATConfig,
-                    seed: int) -> list[tuple[list[str], list[str]]]:
-    """The teacher's greedy reply to each prompt read as names from the skill list: `(names on
-    the list, spelled as there, at most `limit`; names not on it)` per prompt (labels, judgements)."""
-    outs = teacher.generate(prompts, 1, _greedy(config.list_max_new_tokens, seed))
-    return [match_skills(parse_name_list(gens[0].completion, loose=True), skills, limit) for gens in outs]
+class _SkillQuestion(NamedTuple):
+    """What one of the per-problem questions to the teacher records (labels, judgements)."""
+
+    output: str  # the Work's record set, also the prefix of its counts
+    field: str  # the record field holding the names from the skill list
+    named: str  # count of problems given at least one name from the list
+    unnamed: str  # count of problems given none (or asked nothing: no skill list)
+
+
+_LABELS = _SkillQuestion("labels", "skills", "labelled", "unlabelled")
+_JUDGEMENTS = _SkillQuestion("missing", "missing", "named", "no_skill")
+
+
+def _ask_for_skills(question: _SkillQuestion, unit: Unit, prompt: Callable[[Problem], list[dict[str, str]]],
+                    skills: list[str], limit: int, teacher: Backend, config: STATConfig, counts: Counter) -> Work:
+    """Ask the teacher about each problem of the unit (greedy) and keep the names on the skill
+    list: one record `{id, <field>: names on the list, spelled as there, at most `limit`;
+    unknown: names not on it}` per problem. Without a skill list nothing is asked."""
+    problems: tuple[Problem, ...] = unit.items
+    if not skills:
+        counts[f"{question.output}/{question.unnamed}"] += len(problems)
+        return Work(records={question.output: [{"id": p.id, question.field: [], "unknown": []} for p in problems]},
+                    counts=counts)
+    outs = teacher.generate([prompt(p) for p in problems], 1, _greedy(config.list_max_new_tokens, unit.seed))
+    records = []
+    for problem, gens in zip(problems, outs):
+        matched, unknown = match_skills(parse_name_list(gens[0].completion, loose=True), skills, limit)
+        counts[f"{question.output}/{question.named if matched else question.unnamed}"] += 1
+        counts[f"{question.output}/unknown_names"] += len(unknown)
+        records.append({"id": problem.id, question.field: matched, "unknown": unknown})
+    return Work(records={question.output: records}, counts=counts)
 
 
 def _greedy(max_new_tokens: int, seed: int) -> SamplingConfig:
