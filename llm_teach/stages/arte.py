@@ -19,7 +19,8 @@ student learns from. Four steps:
      rationale prompt as the DPO prompt (so the aligned teacher produces the preferred style
      without being told).
    A pair needs a strictly higher score for `chosen` (`allow_ties` lifts that, for plumbing
-   tests only). The teacher is then trained with `train("dpo", ...)` (LoRA by default).
+   tests only). The teacher is then trained with DPO through `launch.train_model`, the one
+   training path of stages and pipelines (in-process here; LoRA by default).
 4. Generate. The aligned teacher (a backend for the new checkpoint, made by `Models` with the
    teacher's options) brainstorms fresh questions from freshly sampled seeds and answers each
    with the style-free rationale prompt; those become the SFT records (`sft.jsonl`).
@@ -34,6 +35,8 @@ two coincide there); one round of alignment. Outputs in OUT: `drafts.jsonl`, `pr
 `dpo_pairs.jsonl`, `teacher_dpo/pairs-<hash>/` (the DPO run; its adapter or model directory is
 the aligned teacher),
 `sft.jsonl`, `manifest.json`.
+
+The prompts ARTE writes live in `arte_prompts`, the DPO pair building in `arte_pairs`.
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.parsing import parse_problem
+from llm_teach.stages.arte_pairs import attach_scores, dpo_pairs
+from llm_teach.stages.arte_prompts import (Brainstorm, brainstorm_prompt, brainstorms, one_shot_prompt, rationale_prompt,
+                                          style_template)
 from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
-
-STYLE_DIR = "arte/styles"
 
 
 # `train dpo` options ARTE starts from; `ARTEConfig.dpo` overrides them key by key. LoRA keeps the
@@ -117,14 +121,6 @@ class ARTEConfig:
                 raise ValueError(f"dpo.{key} is set by the stage; remove it")
 
 
-@dataclass(frozen=True)
-class Brainstorm:
-    """One brainstorm prompt: its id and the seed questions it shows."""
-
-    id: str
-    examples: tuple[str, ...]
-
-
 def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str | Path) -> dict[str, Any]:
     """Run ARTE over `problems` (seeds and probe set); align the teacher and write SFT records
     under `out`. Returns the manifest."""
@@ -163,34 +159,22 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                              lambda unit: _score(unit, probe, student, config),
                              key=lambda x: f"{x[0]}/{x[1]}|{content_hash(x[2:])}|{probe_key}"), "scores")
     scores = {s["id"]: s["score"] for s in scored}
-    for d in drafts:
-        for r in d["rationales"]:
-            r["score"] = scores[f"{d['id']}/{r['style']}"]
-        d["score"] = sum(r["score"] for r in d["rationales"]) / len(d["rationales"])
+    attach_scores(drafts, scores)
 
     # 3. Align the teacher with DPO on question- and rationale-level pairs.
     prompts_by_id = {b.id: b for b in draft_prompts}
-    pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
-    writer = teacher
-    aligned_spec, aligned_rel = None, "base"  # the final units' keys (and so seeds) name the writer
-    if config.align and pairs:
-        write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
-        # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
-        models.release(models.teacher, models.teacher_options)
-        models.release(models.student, models.student_options)
-        result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
-        aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
-        aligned_spec = str(out / aligned_rel)
-        writer = run.backend(lambda: models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
-    elif config.align:
-        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
+    pairs = run.once("pairs", lambda unit: dpo_pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
+    aligned_rel = _aligned_teacher(run, models, pairs, out, config)
+    writer = teacher if aligned_rel is None else run.backend(
+        lambda: models.backend(str(out / aligned_rel), models.teacher_options), "aligned_teacher")
 
     # 4. Final data from the aligned teacher (the base one without alignment).
     n_final = config.final_prompts or n_draft
     final_prompts = brainstorms("final", n_final, seeds, config.seeds_per_prompt, run.seed)
     generated = records(run.map("final", final_prompts, config.chunk_size,
                                 lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
-                                key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
+                                # the keys (and so the seeds) name the writer
+                                key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel or 'base'}"), "sft")
     sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config), depends_on=generated).records["questions"]
 
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
@@ -204,13 +188,9 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  "rationale_pairs": sum(p["level"] == "rationale" for p in pairs),
                  "probe_zero_shot_accuracy": base_accuracy,
                  "probe_one_shot_accuracy_mean": (sum(scores.values()) / len(scores)) if scores else None,
-                 "aligned": aligned_spec is not None,
-                 "aligned_teacher": aligned_rel if aligned_spec else None,
+                 "aligned": aligned_rel is not None,
+                 "aligned_teacher": aligned_rel,
                  "sft_records": len(sft)})
-
-
-def style_template(style: str) -> str:
-    return f"{STYLE_DIR}/{style}.jinja"
 
 
 def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
@@ -221,27 +201,7 @@ def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[li
     return ([p for i, p in enumerate(problems) if i in chosen], [p for i, p in enumerate(problems) if i not in chosen])
 
 
-def brainstorms(phase: str, count: int, seeds: list[Problem], k: int, seed: int) -> list[Brainstorm]:
-    """`count` brainstorm prompts, each showing `k` seed questions sampled for it (seeded by
-    phase and index, so the final phase sees fresh combinations)."""
-    out = []
-    for i in range(count):
-        rng = random.Random(derive_seed(seed, f"{phase}-prompt/{i}"))
-        chosen = sorted(rng.sample(range(len(seeds)), min(k, len(seeds))))
-        out.append(Brainstorm(f"{phase}{i:04d}", tuple(seeds[j].question for j in chosen)))
-    return out
-
-
 # -- 1. draft -----------------------------------------------------------------------------------
-
-
-def brainstorm_prompt(b: Brainstorm, config: ARTEConfig) -> list[dict[str, str]]:
-    return [{"role": "user", "content": render(config.brainstorm_template, examples=list(b.examples))}]
-
-
-def rationale_prompt(question: str, config: ARTEConfig, style: str | None = None) -> list[dict[str, str]]:
-    name = style_template(style) if style else config.rationale_template
-    return [{"role": "user", "content": render(name, question=question)}]
 
 
 def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: NearDuplicates, config: ARTEConfig,
@@ -299,14 +259,6 @@ def _dedupe(questions: list[dict[str, Any]], config: ARTEConfig) -> Work:
 # -- 2. preference ------------------------------------------------------------------------------
 
 
-def one_shot_prompt(question: str, rationale: str, probe: Problem, config: ARTEConfig) -> list[dict[str, str]]:
-    """The (question, rationale) pair as the only demonstration before a probe question: the
-    student sees the rationale as its own earlier answer, in the format it is evaluated in."""
-    return [{"role": "user", "content": render(config.student_template, question=question)},
-            {"role": "assistant", "content": rationale},
-            {"role": "user", "content": render(config.student_template, question=probe.question)}]
-
-
 def _probe_sampling(config: ARTEConfig, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, max_new_tokens=config.probe_max_new_tokens, seed=seed)
 
@@ -339,69 +291,33 @@ def _probe_baseline(unit: Unit, probe: list[Problem], student: Backend, config: 
 # -- 3. align -----------------------------------------------------------------------------------
 
 
-def question_pairs(scored: list[tuple[str, float]], allow_ties: bool) -> list[tuple[int, int]]:
-    """Index pairs (chosen, rejected) over one prompt's questions `[(text, score)]`: the top
-    quartile (at least one) against the bottom quartile, best with worst, second best with
-    second worst, ...; a pair needs a strictly higher chosen score unless `allow_ties`.
-    Ties in ranking go to the earlier question."""
-    if len(scored) < 2:
-        return []
-    ranked = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
-    q = max(1, len(scored) // 4)
-    top, bottom = ranked[:q], ranked[::-1][:q]
-    return [(c, r) for c, r in zip(top, bottom) if scored[c][1] > scored[r][1] or allow_ties]
-
-
-def rationale_pair(scores: list[float], allow_ties: bool) -> tuple[int, int] | None:
-    """(best, worst) rationale indices of one question, or None when they are not ordered
-    (first best and last worst win ties)."""
-    if len(scores) < 2:
+def _aligned_teacher(run: StageRun, models: Models, pairs: list[dict[str, Any]], out: Path,
+                     config: ARTEConfig) -> str | None:
+    """Train the teacher with DPO on the pairs (step 3); returns the aligned model's directory
+    relative to `out` (the same seeds in any OUT), or None when the base teacher writes."""
+    if not config.align:
         return None
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    worst = min(range(len(scores)), key=lambda i: (scores[i], -i))
-    if scores[best] > scores[worst] or allow_ties:
-        return best, worst
-    return None
-
-
-def _pairs(drafts: list[dict[str, Any]], prompts: dict[str, Brainstorm], config: ARTEConfig) -> Work:
-    counts, pairs = Counter(), []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for d in drafts:
-        groups.setdefault(d["prompt_id"], []).append(d)
-    for prompt_id, group in groups.items():
-        chosen_rejected = question_pairs([(d["question"], d["score"]) for d in group], config.allow_ties)
-        if len(group) >= 2 and not chosen_rejected:
-            counts["pairs/question_tied"] += 1
-        for c, r in chosen_rejected:
-            pairs.append({"id": f"q:{group[c]['id']}>{group[r]['id']}", "level": "question",
-                          "prompt": brainstorm_prompt(prompts[prompt_id], config),
-                          "chosen": group[c]["question"], "rejected": group[r]["question"],
-                          "chosen_score": group[c]["score"], "rejected_score": group[r]["score"]})
-    for d in drafts:
-        pick = rationale_pair([r["score"] for r in d["rationales"]], config.allow_ties)
-        if pick is None:
-            counts["pairs/rationale_tied"] += int(len(d["rationales"]) >= 2)
-            continue
-        best, worst = (d["rationales"][i] for i in pick)
-        pairs.append({"id": f"r:{d['id']}:{best['style']}>{worst['style']}", "level": "rationale",
-                      "prompt": rationale_prompt(d["question"], config),
-                      "chosen": best["text"], "rejected": worst["text"],
-                      "chosen_score": best["score"], "rejected_score": worst["score"]})
-    counts["pairs/question"] += sum(p["level"] == "question" for p in pairs)
-    counts["pairs/rationale"] += sum(p["level"] == "rationale" for p in pairs)
-    return Work(records={"pairs": pairs}, counts=counts)
+    if not pairs:
+        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
+        return None
+    write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
+    # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
+    models.release(models.teacher, models.teacher_options)
+    models.release(models.student, models.student_options)
+    result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
+    return result.records["align"][0]["model"]
 
 
 def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: ARTEConfig) -> Work:
     """DPO on the pairs, from the base teacher, in `teacher_dpo/<hash of the pairs>/` (a
     finished training run is reused only for the very same data). `resume=True` continues a
-    run killed after a checkpoint and is a fresh start without one."""
-    from llm_teach.trainers import train
+    run killed after a checkpoint and is a fresh start without one (`train_model` without launch
+    options trains in-process, resuming)."""
+    from llm_teach.launch import train_model
 
     values = {**DPO_DEFAULTS, **config.dpo, "model": teacher_spec, "data": str(out / "dpo_pairs.jsonl")}
     values.setdefault("seed", config.seed)
-    model_dir = train("dpo", values, out / "teacher_dpo" / f"pairs-{content_hash(pairs)}", resume=True)
+    model_dir = train_model("dpo", values, out / "teacher_dpo" / f"pairs-{content_hash(pairs)}")
     return Work(records={"align": [{"id": "align", "model": str(Path(model_dir).relative_to(out))}]},
                 counts=Counter({"align/trained": 1}))
 
