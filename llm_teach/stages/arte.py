@@ -44,11 +44,12 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -58,8 +59,8 @@ from llm_teach.prompts import render
 from llm_teach.stages.models import Models
 from llm_teach.stages.parsing import parse_problem
 from llm_teach.stages.arte_pairs import attach_scores, dpo_pairs
-from llm_teach.stages.arte_prompts import (Brainstorm, brainstorm_prompt, brainstorms, one_shot_prompt, rationale_prompt,
-                                          style_template)
+from llm_teach.stages.arte_prompts import (Brainstorm, brainstorm_prompt, brainstorms, one_shot_prompt,
+                                          rationale_prompt, style_template)
 from llm_teach.stages.rundir import StageRun, Unit, Work, content_hash, derive_seed, ids_digest, records
 
 
@@ -73,38 +74,45 @@ DPO_DEFAULTS: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "learning_rate":
 class ARTEConfig:
     """Settings of the ARTE stage (paper defaults noted where the paper gives one)."""
 
-    # Probe problems the student is scored on: a seeded sample of at most half the input (the rest
-    # are seed questions). Paper: 40 discriminative validation questions chosen with IRT.
-    probe_size: int = 8
-    seeds_per_prompt: int = 3  # seed questions shown in each brainstorm prompt (paper: 3 examples)
-    draft_prompts: int | None = None  # brainstorm prompts of the draft (None = each seed shown about once)
-    questions_per_prompt: int = 4  # questions sampled per brainstorm prompt (quartiles are taken within one)
-    # Rationale styles, one template each (prompts/arte/styles/<name>.jinja); one draft rationale per style.
-    styles: list[str] = field(default_factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
-    question_temperature: float = 1.0  # sampling temperature of brainstormed questions (diversity)
-    rationale_temperature: float = 0.7  # sampling temperature of rationales
-    top_p: float = 1.0  # nucleus sampling of every sampled call
-    question_max_new_tokens: int = 256  # token budget of a brainstormed question
-    max_new_tokens: int = 512  # token budget of a rationale
-    probe_max_new_tokens: int = 384  # token budget of the student's (greedy) probe answers
-    allow_ties: bool = False  # let DPO pairs have equal scores (only for plumbing tests: a tie is no preference)
-    align: bool = True  # train the teacher with DPO; false: final data from the base teacher (an ablation)
-    # `train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20};
-    # model and data are set by the stage.
-    dpo: dict[str, Any] = field(default_factory=dict)
-    final_prompts: int | None = None  # brainstorm prompts of the final generation (None = as many as the draft)
-    require_answer: bool = True  # drop final rationales without an extractable final answer
-    # Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's
-    # 0.7; the paper describes no such filter).
-    near_duplicate_rouge_l: float = 0.7
-    # Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
-    chunk_size: int = 8  # brainstorm prompts, or rationales to score, per work unit (the most a kill redoes)
-    seed: int = 0  # base seed; the probe split, seed samples and units derive theirs from it
-    brainstorm_template: str = "arte/brainstorm.jinja"  # teacher writes a new question from seed examples
-    rationale_template: str = "arte/rationale.jinja"  # style-free rationale prompt (DPO prompt; final data)
-    # How the student is asked (probe turns), and the SFT user turn (the evaluation prompt).
-    student_template: str = "eval/boxed.jinja"
+    probe_size: int = option(
+        "Probe problems the student is scored on: a seeded sample of at most half the input (the rest are "
+        "seed questions). Paper: 40 discriminative validation questions chosen with IRT.", 8)
+    seeds_per_prompt: int = option("Seed questions shown in each brainstorm prompt (paper: 3 examples).", 3)
+    draft_prompts: int | None = option("Brainstorm prompts of the draft (None = each seed shown about once).", None)
+    questions_per_prompt: int = option("Questions sampled per brainstorm prompt (quartiles are taken within one).", 4)
+    styles: list[str] = option(
+        "Rationale styles, one template each (prompts/arte/styles/<name>.jinja); one draft rationale per "
+        "style.", factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
+    question_temperature: float = option("Sampling temperature of brainstormed questions (diversity).", 1.0)
+    rationale_temperature: float = option("Sampling temperature of rationales.", 0.7)
+    top_p: float = option("Nucleus sampling of every sampled call.", 1.0)
+    question_max_new_tokens: int = option("Token budget of a brainstormed question.", 256)
+    max_new_tokens: int = option("Token budget of a rationale.", 512)
+    probe_max_new_tokens: int = option("Token budget of the student's (greedy) probe answers.", 384)
+    allow_ties: bool = option(
+        "Let DPO pairs have equal scores (only for plumbing tests: a tie is no preference).", False)
+    align: bool = option("Train the teacher with DPO; false: final data from the base teacher (an ablation).", True)
+    dpo: dict[str, Any] = option(
+        "`train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20}; "
+        "model and data are set by the stage.", factory=dict)
+    final_prompts: int | None = option(
+        "Brainstorm prompts of the final generation (None = as many as the draft).", None)
+    require_answer: bool = option("Drop final rationales without an extractable final answer.", True)
+    near_duplicate_rouge_l: float = option(
+        "Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's 0.7; the"
+        " paper describes no such filter).", 0.7)
+    decontamination: DecontamConfig = option(
+        "Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.",
+        factory=DecontamConfig)
+    chunk_size: int = option("Brainstorm prompts, or rationales to score, per work unit (the most a kill redoes).", 8)
+    seed: int = option("Base seed; the probe split, seed samples and units derive theirs from it.", 0)
+    brainstorm_template: str = option(
+        "Template: the teacher writes a new question from seed examples.", "arte/brainstorm.jinja")
+    rationale_template: str = option(
+        "Template: the style-free rationale prompt (DPO prompt; final data).", "arte/rationale.jinja")
+    student_template: str = option(
+        "Template: how the student is asked (probe turns), and the SFT user turn (the evaluation prompt).",
+        "eval/boxed.jinja")
 
     def __post_init__(self) -> None:
         if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:

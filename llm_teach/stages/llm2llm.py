@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -48,22 +49,30 @@ _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?
 class LLM2LLMConfig:
     """Settings of the LLM2LLM stage (defaults follow the paper/reference code where CPU allows)."""
 
-    rounds: int = 3  # R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K)
-    new_per_wrong: int = 1  # new problems the teacher writes per wrong seed per round (reference: 1)
-    train_from: Literal["base", "previous"] = "base"  # each round trains the base student (paper) or continues
-    train: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 3})  # `train sft` options (model/data set here)
-    train_launch: dict[str, Any] = field(default_factory=dict)  # run each round's training under `accelerate launch` with {config_file, num_processes, args} (multi-GPU/ZeRO); empty = in-process
-    eval_template: str = "eval/boxed.jinja"  # prompt the student is evaluated with (and trained on)
-    eval_max_new_tokens: int = 256  # token budget of the student's answers on the seeds
-    augment_template: str = "llm2llm/augment.jinja"  # teacher prompt writing a new problem
-    solve_template: str = "llm2llm/solve.jinja"  # teacher prompt re-solving a new problem
-    teacher_temperature: float = 1.0  # sampling temperature of new problems (reference: 1.0)
-    teacher_max_new_tokens: int = 512  # token budget of a new problem with its solution
-    solve_max_new_tokens: int = 512  # token budget of the teacher's re-solution (greedy)
-    near_duplicate_rouge_l: float = 0.95  # drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95)
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets new problems must not overlap
-    chunk_size: int = 8  # wrong seed problems per work unit
-    seed: int = 0  # base seed of every sampling call
+    rounds: int = option("R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K).", 3)
+    new_per_wrong: int = option("New problems the teacher writes per wrong seed per round (reference: 1).", 1)
+    train_from: Literal["base", "previous"] = option(
+        "Each round trains the base student (paper) or continues from the previous round's model.", "base")
+    train: dict[str, Any] = option(
+        "`train sft` options for each round (model and data are set by the stage).",
+        factory=lambda: {"num_train_epochs": 3})
+    train_launch: dict[str, Any] = option(
+        "Run each round's training under `accelerate launch` with {config_file, num_processes, args} "
+        "(multi-GPU/ZeRO); empty = in-process.", factory=dict)
+    eval_template: str = option(
+        "Template: the prompt the student is evaluated with (and trained on).", "eval/boxed.jinja")
+    eval_max_new_tokens: int = option("Token budget of the student's answers on the seeds.", 256)
+    augment_template: str = option(
+        "Template: the teacher writes a new problem from a wrong seed.", "llm2llm/augment.jinja")
+    solve_template: str = option("Template: the teacher re-solves a new problem.", "llm2llm/solve.jinja")
+    teacher_temperature: float = option("Sampling temperature of new problems (reference: 1.0).", 1.0)
+    teacher_max_new_tokens: int = option("Token budget of a new problem with its solution.", 512)
+    solve_max_new_tokens: int = option("Token budget of the teacher's re-solution (greedy).", 512)
+    near_duplicate_rouge_l: float = option(
+        "Drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95).", 0.95)
+    decontamination: DecontamConfig = option("Evaluation sets new problems must not overlap.", factory=DecontamConfig)
+    chunk_size: int = option("Wrong seed problems per work unit.", 8)
+    seed: int = option("Base seed of every sampling call.", 0)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.new_per_wrong < 1:

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple
 
 from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -66,46 +67,51 @@ from llm_teach.stages.stat_syn import syn_records
 class STATConfig:
     """Settings of the STAT stage (paper defaults noted where the paper gives one)."""
 
-    # sel: reuse existing problems; syn: teacher-written problems; both: the union of the two
-    # (the paper evaluates STAT-Sel and STAT-Syn separately).
-    mode: Literal["sel", "syn", "both"] = "both"
-    # A skill list to use instead of asking the teacher: a JSON list (or {"skills": [...]}), or
-    # one skill per line (bullets and numbering allowed).
-    skills_file: str | None = None
-    skill_sample: int = 32  # problems the teacher reads to propose the skill list (seeded sample)
-    max_skills: int = 30  # cap on the skill list (the teacher is asked for at most this many)
-    max_labels: int = 5  # skills per problem label (paper: up to 5)
-    max_missing: int = 3  # missing skills the teacher may name per difficult problem
-    student_samples: int = 4  # K: student answers per problem
-    student_temperature: float = 0.7  # sampling temperature of the K answers (they must be able to disagree)
-    # "wrong" means: the majority vote of the K answers is wrong, or one extra greedy answer is.
-    correctness: Literal["majority", "greedy"] = "majority"
-    # Consistency rule: difficult when fewer than this many of the K answers agree (paper: 2; 0 = off).
-    min_agreement: int = 2
-    sel_size: int | None = None  # STAT-Sel problems to select (None = as many as the input problems)
-    syn_size: int | None = None  # STAT-Syn problems to write before filtering (None = as many as the input)
-    syn_references: int = 3  # reference problems shown to the teacher per written problem
-    syn_solutions: int = 3  # teacher solutions per written problem (paper: 3)
-    syn_min_agree: int = 2  # keep a written problem when at least this many solutions agree (paper: 2)
-    # Drop written problems at least this ROUGE-L-similar to the input or to each other
-    # (Self-Instruct's 0.7; the paper describes no such filter).
-    near_duplicate_rouge_l: float = 0.7
-    # Evaluation sets written problems must not overlap (word n-grams); `--decontaminate` adds files.
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
-    syn_temperature: float = 1.0  # sampling temperature when writing problems (diversity)
-    solve_temperature: float = 0.7  # sampling temperature of teacher solutions (they must be independent)
-    solve_attempts: int = 3  # STAT-Sel: teacher attempts at a selected problem without a worked solution
-    top_p: float = 1.0  # nucleus sampling for every sampled call
-    max_new_tokens: int = 512  # budget of student answers and teacher solutions
-    list_max_new_tokens: int = 256  # budget of skill lists, labels, judgements and written problems
-    chunk_size: int = 8  # items per work unit (the most a killed run redoes)
-    seed: int = 0  # base seed; units, quotas and samples derive theirs from it
-    # How problems are posed to student and teacher, and the SFT user turn (the evaluation prompt).
-    solve_template: str = "eval/boxed.jinja"
-    skills_template: str = "stat/skills.jinja"  # teacher proposes the skill list
-    label_template: str = "stat/label.jinja"  # teacher labels a problem with skills
-    judge_template: str = "stat/judge.jinja"  # teacher names the skills a student response is missing
-    synthesize_template: str = "stat/synthesize.jinja"  # teacher writes a new problem for a skill
+    mode: Literal["sel", "syn", "both"] = option(
+        "sel: reuse existing problems; syn: teacher-written problems; both: the union of the two (the paper "
+        "evaluates STAT-Sel and STAT-Syn separately).", "both")
+    skills_file: str | None = option(
+        "A skill list to use instead of asking the teacher: a JSON list (or {\"skills\": [...]}), or one skill "
+        "per line (bullets and numbering allowed).", None)
+    skill_sample: int = option("Problems the teacher reads to propose the skill list (seeded sample).", 32)
+    max_skills: int = option("Cap on the skill list (the teacher is asked for at most this many).", 30)
+    max_labels: int = option("Skills per problem label (paper: up to 5).", 5)
+    max_missing: int = option("Missing skills the teacher may name per difficult problem.", 3)
+    student_samples: int = option("K: student answers per problem.", 4)
+    student_temperature: float = option("Sampling temperature of the K answers (they must be able to disagree).", 0.7)
+    correctness: Literal["majority", "greedy"] = option(
+        "When an answer counts as wrong: the majority vote of the K answers is wrong, or one extra greedy "
+        "answer is.", "majority")
+    min_agreement: int = option(
+        "Consistency rule: difficult when fewer than this many of the K answers agree (paper: 2; 0 = off).", 2)
+    sel_size: int | None = option("STAT-Sel problems to select (None = as many as the input problems).", None)
+    syn_size: int | None = option("STAT-Syn problems to write before filtering (None = as many as the input).", None)
+    syn_references: int = option("Reference problems shown to the teacher per written problem.", 3)
+    syn_solutions: int = option("Teacher solutions per written problem (paper: 3).", 3)
+    syn_min_agree: int = option("Keep a written problem when at least this many solutions agree (paper: 2).", 2)
+    near_duplicate_rouge_l: float = option(
+        "Drop written problems at least this ROUGE-L-similar to the input or to each other (Self-Instruct's "
+        "0.7; the paper describes no such filter).", 0.7)
+    decontamination: DecontamConfig = option(
+        "Evaluation sets written problems must not overlap (word n-grams); `--decontaminate` adds files.",
+        factory=DecontamConfig)
+    syn_temperature: float = option("Sampling temperature when writing problems (diversity).", 1.0)
+    solve_temperature: float = option("Sampling temperature of teacher solutions (they must be independent).", 0.7)
+    solve_attempts: int = option("STAT-Sel: teacher attempts at a selected problem without a worked solution.", 3)
+    top_p: float = option("Nucleus sampling for every sampled call.", 1.0)
+    max_new_tokens: int = option("Budget of student answers and teacher solutions.", 512)
+    list_max_new_tokens: int = option("Budget of skill lists, labels, judgements and written problems.", 256)
+    chunk_size: int = option("Items per work unit (the most a killed run redoes).", 8)
+    seed: int = option("Base seed; units, quotas and samples derive theirs from it.", 0)
+    solve_template: str = option(
+        "Template: how problems are posed to student and teacher, and the SFT user turn (the evaluation prompt).",
+        "eval/boxed.jinja")
+    skills_template: str = option("Template: the teacher proposes the skill list.", "stat/skills.jinja")
+    label_template: str = option("Template: the teacher labels a problem with skills.", "stat/label.jinja")
+    judge_template: str = option(
+        "Template: the teacher names the skills a student response is missing.", "stat/judge.jinja")
+    synthesize_template: str = option(
+        "Template: the teacher writes a new problem for a skill.", "stat/synthesize.jinja")
 
     def __post_init__(self) -> None:
         if self.student_samples < 1 or self.syn_solutions < 1 or self.solve_attempts < 1:
