@@ -1,7 +1,8 @@
 """Load a config dataclass from YAML plus `--set key=value` overrides; unknown keys are errors.
 
-Each trainer and stage keeps its config dataclass next to its code (the TRL pattern); this
-module only fills one from a file and overrides. A typo must never be silently ignored: an
+Each trainer and stage keeps its config dataclass next to its code (the TRL pattern: every
+field carries help text, declared with `option`); this module fills one from a file and
+overrides and lists its keys (`show_options`). A typo must never be silently ignored: an
 unknown key is a UserError naming the file and key, with the closest known key suggested.
 """
 
@@ -19,6 +20,32 @@ import yaml
 from llm_teach.errors import UserError
 
 T = TypeVar("T")
+
+
+def option(text: str, default: Any = None, factory: Any = None) -> Any:
+    """A config field with TRL-style help text (what `--show-options` prints beside the key)."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": text})
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """`(key, default, help)` for every field of a config dataclass, in declaration order; a
+    field holding a config dataclass (a stage's `decontamination`) is followed by its own keys
+    in `--set` spelling (`decontamination.ngram`)."""
+    rows: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        nested = dataclasses.is_dataclass(default)
+        rows.append((f.name, dataclasses.asdict(default) if nested else default, f.metadata.get("help", "")))
+        if nested:
+            rows += [(f"{f.name}.{key}", value, text) for key, value, text in describe(type(default))]
+    return rows
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +23,7 @@ from llm_teach.backends import Backend, BackendOptions, SamplingConfig
 from llm_teach.data.jsonl import RecordLog, write_json_atomic
 from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
-from llm_teach.grading import answer_key, grade
+from llm_teach.grading import grade, majority_vote
 from llm_teach.models import weights_stamp
 from llm_teach.prompts import render, template_hash
 from llm_teach.runs.directory import RunDirectory
@@ -247,16 +246,6 @@ def majority_correct(item: dict[str, Any], benchmark: str) -> bool:
     return index is not None and bool(item["correct"][index])
 
 
-def majority_vote(answers: list[str | None], benchmark: str) -> tuple[int | None, int]:
-    """(index of the first answer of the most common kind, its number of votes); answers vote
-    together when their `answer_key` is equal (1,000 and 1000.0); ties go to the kind seen
-    first; None never votes. (None, 0) when no answer was given."""
-    keys = [answer_key(a, benchmark) if a is not None else None for a in answers]
-    votes = Counter(k for k in keys if k is not None)
-    if not votes:
-        return None, 0
-    top = max(votes.values())
-    return next(i for i, k in enumerate(keys) if k is not None and votes[k] == top), top
 
 
 def _mean(values) -> float:

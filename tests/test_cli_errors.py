@@ -55,3 +55,24 @@ def test_models_list_and_prepare(tiny_model_dir):
     assert r.returncode == 0 and "smollm2-135m" in r.stdout and "tiny-random" in r.stdout
     r = run_cli("models", "prepare", "tiny-random")
     assert r.returncode == 0 and r.stdout.strip() == tiny_model_dir
+
+
+@pytest.mark.parametrize("stage", ["llm2llm", "stat", "ssb", "arte"])
+def test_generate_show_options_documents_every_key(stage):
+    """Every key of the stage config (nested decontamination keys included) is listed with its
+    default and a help line, through the real CLI, without --teacher/--data/--out."""
+    import dataclasses
+
+    from llm_teach.stages import load_stage
+
+    res = run_cli("generate", stage, "--show-options")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    keys = {line.split(" = ")[0]: lines[i + 1] for i, line in enumerate(lines) if " = " in line and not line.startswith(" ")}
+    config = load_stage(stage)[1]
+    for f in dataclasses.fields(config):
+        assert f.name in keys and len(keys[f.name].strip()) > 10, f.name  # an indented help line follows
+    if "decontamination" in keys:
+        assert keys["decontamination.ngram"].strip().startswith("Words in a shared span")
+    missing = run_cli("generate", stage, "--data", "rg:chain_sum")
+    assert missing.returncode == 2 and "--teacher" in missing.stderr and "--out" in missing.stderr

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import needs_shared, shared_data
-from llm_teach.data import RecordLog, load_problems, read_jsonl
+from llm_teach.data import Problem, RecordLog, load_problems, read_jsonl
 from llm_teach.data.problems import grading_benchmark
 from llm_teach.errors import UserError
 
@@ -122,3 +122,16 @@ def test_record_log_survives_a_torn_write_and_never_duplicates(tmp_path):
     again = RecordLog(tmp_path / "items.jsonl")  # extending a finished output
     again.append([{"id": "d"}])
     assert len(again.records()) == 4
+
+
+def test_solution_targets_end_in_a_box():
+    from llm_teach.data.targets import boxed_answer, boxed_solution
+
+    gsm = Problem("g", "q", "24", "gsm8k", solution="Half of 48 is 48/2 = <<48/2=24>>24.\n#### 24")
+    assert boxed_solution(gsm) == "Half of 48 is 48/2 = 24.\n\nThe final answer is \\boxed{24}."
+    math = Problem("m", "q", "\\frac12", "math500", solution="So it is $\\boxed{\\frac12}$.")
+    assert boxed_solution(math) == math.solution
+    plain = Problem("p", "q", "7", "file:x", solution="Add 3 and 4.")
+    assert boxed_solution(plain) == "Add 3 and 4.\n\nThe final answer is \\boxed{7}."
+    assert boxed_solution(Problem("r", "q", "7", "rg:chain_sum")) is None
+    assert boxed_answer("7") == "The final answer is \\boxed{7}."

@@ -149,14 +149,6 @@ def test_cli_suite_with_no_data_on_this_machine_is_exit_2(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "s").exists()
 
 
-def test_majority_vote_index_and_count():
-    from llm_teach.evaluation import majority_vote
-
-    assert majority_vote(["7", "1,000", None, "1000.0", "7", None], "gsm8k") == (0, 2)  # a tie: first seen wins
-    assert majority_vote([None, "1,000", "7", "$1000", "1000.0"], "gsm8k") == (1, 3)
-    assert majority_vote([None, None], "gsm8k") == (None, 0) and majority_vote([], "gsm8k") == (None, 0)
-
-
 def test_resume_refuses_a_model_directory_trained_again(tmp_path, tiny_model_dir):
     """The spec of a local model is its path, which stays the same when it is trained again;
     the manifest's weights stamp tells the two apart, so old items are never reused."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llm_teach.errors import UserError
-from llm_teach.grading import Grade, answer_key, extract_answer, grade, is_correct, last_boxed
+from llm_teach.grading import Grade, answer_key, extract_answer, grade, is_correct, last_boxed, majority_vote
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MATH500 = SHARED / "data" / "math500" / "test.jsonl"
@@ -284,3 +284,9 @@ def test_gsm8k_gold_solutions_grade_correct():
         assert extract_answer(solution, "gsm8k") == (final, "hash")
         assert is_correct(solution, solution, "gsm8k"), solution
         assert is_correct(solution, final, "gsm8k"), solution
+
+
+def test_majority_vote_index_and_count():
+    assert majority_vote(["7", "1,000", None, "1000.0", "7", None], "gsm8k") == (0, 2)  # a tie: first seen wins
+    assert majority_vote([None, "1,000", "7", "$1000", "1000.0"], "gsm8k") == (1, 3)
+    assert majority_vote([None, None], "gsm8k") == (None, 0) and majority_vote([], "gsm8k") == (None, 0)

@@ -23,7 +23,7 @@ from conftest import run_cli
 from fault_server import FaultServer, free_port
 
 from llm_teach.backends.base import SamplingConfig
-from llm_teach.backends.openai import OpenAIBackend, OpenAIConfig, encode_prompt
+from llm_teach.backends.openai import OpenAIBackend, OpenAIConfig
 from llm_teach.errors import UserError
 
 
@@ -122,15 +122,18 @@ def test_rejected_request_is_not_retried(tserve):
     assert backend.stats["requests"] == 1
 
 
-def test_prompts_are_encoded_like_the_hf_backend(smollm2_dir):
-    from llm_teach.backends.hf import HFBackend
+def test_prompts_are_encoded_with_special_tokens_once(smollm2_dir):
+    """Every backend encodes through base.encode_prompt: a chat is its rendered template (which
+    already holds the special tokens, so none are added again), a plain string gets them added."""
+    from llm_teach.backends.base import encode_prompt
     from llm_teach.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m")
-    hf = HFBackend("smollm2-135m", hf_model=object(), tokenizer=tokenizer)  # tokenizer only
-    for prompt in ["Plain text prompt", [{"role": "system", "content": "Be brief."},
-                                         {"role": "user", "content": "What is 2 + 2?"}]]:
-        assert encode_prompt(tokenizer, prompt) == hf._encode_prompt(prompt)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert encode_prompt(tokenizer, chat) == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(encode_prompt(tokenizer, chat)) == rendered
+    assert encode_prompt(tokenizer, "Plain text prompt") == tokenizer("Plain text prompt")["input_ids"]
 
 
 def test_score_needs_a_tokenizer_spec():
@@ -221,6 +224,6 @@ def test_api_key_is_sent_but_never_written(tmp_path):
     ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
 ])
 def test_credentials_in_the_url_are_masked_wherever_it_is_shown(url, shown):
-    from llm_teach.backends.openai import _without_password
+    from llm_teach.backends.http import without_password
 
-    assert _without_password(url) == shown
+    assert without_password(url) == shown

@@ -12,8 +12,9 @@ from conftest import ROOT, run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.errors import UserError
-from llm_teach.stages.arte import (ARTEConfig, arte, brainstorms, one_shot_prompt, question_pairs, rationale_pair,
-                                   split_probe)
+from llm_teach.stages.arte import ARTEConfig, arte, split_probe
+from llm_teach.stages.arte_pairs import question_pairs, rationale_pair
+from llm_teach.stages.arte_prompts import brainstorms, one_shot_prompt
 from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 from stage_kill import killed_run_matches_reference

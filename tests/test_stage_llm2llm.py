@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from llm_teach.data import Problem, load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
-from llm_teach.stages.llm2llm import LLM2LLMConfig, boxed_solution, llm2llm, parse_generated
+from llm_teach.stages.llm2llm import LLM2LLMConfig, llm2llm, parse_generated
 from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 
@@ -24,13 +24,6 @@ LEAKED = "A bakery sells 120 croissants every morning and donates a third of the
 ])
 def test_parse_generated(text, expected):
     assert parse_generated(text) == expected
-
-
-def test_boxed_solution_formats():
-    gsm = Problem("g", "q", "72", "gsm8k", solution="She sold 48/2 = <<48/2=24>>24 clips.\n#### 72")
-    assert boxed_solution(gsm) == "She sold 48/2 = 24 clips.\nThe answer is \\boxed{72}."
-    assert boxed_solution(Problem("r", "q", "5", "rg:chain_sum")) == "The answer is \\boxed{5}."
-    assert boxed_solution(Problem("m", "q", "5", "math500", solution="so \\boxed{5}")) == "so \\boxed{5}"
 
 
 def _teacher(seeds):

@@ -15,10 +15,11 @@ from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import Grade
 from llm_teach.stages.roles import Models
-from llm_teach.stages.parsing import parse_problem
-from llm_teach.stages.stat import (STATConfig, agreeing_solutions, allocate, dedupe_skills, is_difficult,
-                                   match_skills, parse_name_list, parse_skill_file, select,
-                                   shown_response, skill_profile, solution_target, stat)
+from llm_teach.stages.parsing import dedupe_skills, match_skills, parse_name_list, parse_problem, parse_skill_file
+from llm_teach.stages.stat import STATConfig, is_difficult, shown_response, stat
+from llm_teach.stages.stat_profile import allocate, skill_profile
+from llm_teach.stages.stat_sel import select
+from llm_teach.stages.stat_syn import agreeing_solutions
 from scripted_backend import ScriptedBackend
 from stage_kill import killed_run_matches_reference
 
@@ -70,16 +71,6 @@ def test_dedupe_and_match_skills():
 ])
 def test_parse_problem(text, expected):
     assert parse_problem(text) == expected
-
-
-def test_solution_targets_end_in_a_box():
-    gsm = Problem("g", "q", "24", "gsm8k", solution="Half of 48 is 48/2 = <<48/2=24>>24.\n#### 24")
-    assert solution_target(gsm) == "Half of 48 is 48/2 = 24.\n\nThe final answer is \\boxed{24}."
-    math = Problem("m", "q", "\\frac12", "math500", solution="So it is $\\boxed{\\frac12}$.")
-    assert solution_target(math) == math.solution
-    plain = Problem("p", "q", "7", "file:x", solution="Add 3 and 4.")
-    assert solution_target(plain).endswith("\\boxed{7}.")
-    assert solution_target(Problem("r", "q", "7", "rg:chain_sum")) is None
 
 
 # -- selection logic ----------------------------------------------------------------------------

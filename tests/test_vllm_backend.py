@@ -86,7 +86,9 @@ def _hf_token_logprobs(hf, prompt, token_ids: list[int]) -> list[float]:
     """Teacher-forced log-probs of given token ids under the hf model (the reference)."""
     import torch
 
-    p = hf._encode_prompt(prompt)
+    from llm_teach.backends.base import encode_prompt
+
+    p = encode_prompt(hf.tokenizer, prompt)
     with torch.no_grad():
         logits = hf.lm(torch.tensor([p + token_ids])).logits[0, len(p) - 1:-1].float()
     return logits.log_softmax(-1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1).tolist()

@@ -2,7 +2,9 @@
 
 The backend seam is what makes a CPU laptop and a GPU cluster run the same stage code:
 `hf` (transformers in-process), `openai` (any OpenAI-compatible server) and `vllm`
-(in-process vLLM) all return these records.
+(in-process vLLM) all return these records. They also share the two pieces of text handling
+that must agree across backends for their outputs to be comparable: how a prompt becomes
+token ids (`encode_prompt`) and where a completion ends at a stop string (`cut_at_stop`).
 """
 
 from __future__ import annotations
@@ -84,3 +86,27 @@ class Backend(Protocol):
     ) -> list[TokenLogprobs]:
         """Log-probs of each given completion's tokens after its prompt (+ top-k alternatives)."""
         ...
+
+
+def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt, the same for every backend (and the distill trainer): chats
+    through the chat template with the generation prompt, special tokens added only to plain
+    strings (the rendered template already holds them; adding them again would put a second
+    BOS in front)."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """`(text, cut)`: the completion cut before each stop string in turn (OpenAI semantics:
+    the stop string itself is not part of the completion), and whether any cut happened.
+    Backends whose engine keeps the stop string in the text (transformers' `stop_strings`,
+    `transformers serve`) call this so every backend returns the same completion."""
+    cut = False
+    for stop in stops:
+        at = text.find(stop)
+        if at >= 0:
+            text, cut = text[:at], True
+    return text, cut

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs
+from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, cut_at_stop, encode_prompt
 from llm_teach.models import default_device, load_model, load_tokenizer
 
 
@@ -37,21 +37,10 @@ class HFBackend:
         self.lm = hf_model if hf_model is not None else load_model(model, self.config.dtype, self.device)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
 
-    # -- prompts ---------------------------------------------------------------------------
-    def render(self, prompt: Prompt) -> str:
-        """The exact text the model sees for a prompt (chat template applied to chats)."""
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-
-    def _encode_prompt(self, prompt: Prompt) -> list[int]:
-        # The rendered template already holds BOS/special tokens: never add them twice.
-        return self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
-
     # -- generate --------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
-        encoded = [self._encode_prompt(p) for p in prompts]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         per_batch = max(1, self.config.batch_size // n)
         results: list[list[Generation]] = []
         for start in range(0, len(prompts), per_batch):
@@ -106,11 +95,8 @@ class HFBackend:
                 tokens, finish = tokens[:k], "stop"
                 break
         logps = logps[: len(tokens)] if logps is not None else None
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        for stop in sampling.stop:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
+        text, cut = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), sampling.stop)
+        finish = "stop" if cut else finish
         return dict(completion=text, finish_reason=finish, token_ids=tokens, logprobs=logps)
 
     # -- score -----------------------------------------------------------------------------
@@ -123,7 +109,7 @@ class HFBackend:
         output layer: a 49k-vocabulary logits tensor for every prompt token would dominate
         memory for long prompts.
         """
-        pairs = [(self._encode_prompt(p), self.tokenizer(c, add_special_tokens=False)["input_ids"])
+        pairs = [(encode_prompt(self.tokenizer, p), self.tokenizer(c, add_special_tokens=False)["input_ids"])
                  for p, c in zip(prompts, completions, strict=True)]
         results: list[TokenLogprobs] = []
         decoder, head = self.lm.get_decoder(), self.lm.get_output_embeddings()

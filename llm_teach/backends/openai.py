@@ -2,11 +2,9 @@
 
 Why it looks the way it does:
 
-- A teacher behind HTTP is shared, remote and flaky, so every request goes through one path
-  (`_post`) with bounded concurrency, a timeout, and retries with exponential backoff and full
-  jitter on 429 / 5xx / timeouts / dropped connections, honouring `Retry-After`. When the last
-  retry fails the run stops with one line naming the server and the status (a `UserError`),
-  before anything is finalized: losing a sample silently would bias every metric after it.
+- Every request goes through `llm_teach.backends.http` (bounded concurrency, a timeout,
+  retries with backoff honouring `Retry-After`, one clear line when the server keeps failing,
+  the API key kept out of everything written); this module holds the OpenAI semantics.
 - Servers differ in what they honour. `transformers serve` ignores `n`: the first request
   that asks for several samples finds out, the backend remembers it, and fans out single-sample
   requests with seeds `seed + j` (vLLM seeds its own `n` children the same way). vLLM-only
@@ -16,54 +14,27 @@ Why it looks the way it does:
   `prompt_logprobs` extension. A server that cannot do that is told apart by one tiny probe
   request and reported clearly; it is never answered with made-up zeros.
 - `stats` counts requests, retries by cause, fan-out requests and token usage, so evaluation can
-  write them into `manifest.json`. The API key is read from the environment and kept out of
-  stats, reprs, logs and error messages.
+  write them into `manifest.json`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import email.utils
-import os
-import random
-import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Sequence
-from urllib.parse import urlsplit
+from typing import Any, Sequence
 
-import httpx
-
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs
+from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, cut_at_stop, encode_prompt
+from llm_teach.backends.http import HTTPConfig, ServerRejected, Session, Transport, gather_or_cancel, run_sync
 from llm_teach.errors import UserError
 
 # Fields only vLLM (and close relatives) understand; strict servers answer 422 to them.
 _EXTENSIONS = ("return_token_ids",)
-_CAUSES = ("http_429", "http_5xx", "timeout", "connection", "bad_response")
 
 
 @dataclass
-class OpenAIConfig:
-    """How to reach and treat an OpenAI-compatible server."""
+class OpenAIConfig(HTTPConfig):
+    """How to reach and treat an OpenAI-compatible server (the transport's fields, then ours)."""
 
-    base_url: str  # e.g. http://127.0.0.1:8000/v1 (a URL without a path gets /v1)
-    api_key_env: str | None = None  # NAME of the env var holding the key; default OPENAI_API_KEY if set
-    max_concurrency: int = 8  # requests in flight at once
-    timeout: float = 600.0  # seconds to wait for one response
-    max_retries: int = 6  # further attempts after the first, on 429/5xx/timeouts/connection errors
-    backoff_base: float = 0.5  # seconds; retry k waits uniform(0, min(backoff_max, base * 2**k))
-    backoff_max: float = 30.0  # cap of one backoff wait (a Retry-After header is honoured instead)
-    retry_after_max: float = 300.0  # never sleep longer than this on a server's Retry-After
     tokenizer: str | None = None  # score(): model spec of the served model's tokenizer (default: the model name)
-
-
-class ServerRejected(UserError):
-    """The server answered a request with a non-retryable 4xx status."""
-
-    def __init__(self, message: str, status: int, detail: str):
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
 
 
 class OpenAIBackend:
@@ -77,29 +48,22 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, model: str, config: OpenAIConfig):
-        if config.max_concurrency < 1:
-            raise UserError("--max-concurrency must be at least 1")
-        if config.max_retries < 0:
-            raise UserError("--max-retries cannot be negative")
+        self._http = Transport(config)  # checks the config, reads the key, masks the URL
         self.model = model
         self.config = config
-        self._url = normalize_base_url(config.base_url)  # what requests go to
-        self.base_url = _without_password(self._url)  # what messages, stats and reprs show
-        self._api_key = _read_api_key(config.api_key_env)
+        self.base_url = self._http.base_url  # what messages, stats and reprs show
         self._tokenizer = None
         # What we learn about the server, once per backend instance.
         self._server_ignores_n: bool | None = None
         self._extensions_ok = True
         self._can_score = False
-        self.stats: dict[str, Any] = {
-            "server": self.base_url,
-            "requests": 0,  # HTTP attempts, retries included
-            "retries": {cause: 0 for cause in _CAUSES},
+        self.stats: dict[str, Any] = self._http.stats  # server, requests, retries: counted by the transport
+        self.stats.update({
             "fan_out_requests": 0,  # single-sample requests sent because the server ignored `n`
             "server_ignores_n": None,
             "prompt_tokens": 0,  # as reported in the server's `usage`
             "completion_tokens": 0,
-        }
+        })
 
     @classmethod
     def from_options(cls, model: str, options) -> "OpenAIBackend":
@@ -119,13 +83,13 @@ class OpenAIBackend:
         """`n` completions per prompt; chats go to /chat/completions, strings to /completions."""
         if n < 1:
             raise ValueError("n must be at least 1")
-        return _run(self._generate_all(list(prompts), n, sampling))
+        return run_sync(self._generate_all(list(prompts), n, sampling))
 
     async def _generate_all(self, prompts: list[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
-        async with self._session() as session:
-            return await _gather_or_cancel(self._sample(session, p, n, sampling) for p in prompts)
+        async with self._http.session() as session:
+            return await gather_or_cancel(self._sample(session, p, n, sampling) for p in prompts)
 
-    async def _sample(self, session: "_Session", prompt: Prompt, n: int, sampling: SamplingConfig) -> list[Generation]:
+    async def _sample(self, session: Session, prompt: Prompt, n: int, sampling: SamplingConfig) -> list[Generation]:
         first = None
         if n > 1 and self._server_ignores_n is None:
             # The first multi-sample request runs alone and tells us whether `n` is honoured,
@@ -140,15 +104,15 @@ class OpenAIBackend:
             first = await self._choices(session, prompt, asked, sampling, sampling.seed)
         return self._records(prompt, sampling, await self._top_up(session, prompt, n, sampling, first))
 
-    async def _top_up(self, session: "_Session", prompt: Prompt, n: int, sampling: SamplingConfig,
+    async def _top_up(self, session: Session, prompt: Prompt, n: int, sampling: SamplingConfig,
                       got: list[dict]) -> list[dict]:
         """Fan out one request per missing sample, seeded `seed + j` so the samples differ."""
         missing = range(len(got), n)
         self.stats["fan_out_requests"] += len(missing)
-        more = await _gather_or_cancel(self._choices(session, prompt, 1, sampling, sampling.seed + j) for j in missing)
+        more = await gather_or_cancel(self._choices(session, prompt, 1, sampling, sampling.seed + j) for j in missing)
         return (got + [c for choices in more for c in choices[:1]])[:n]
 
-    async def _choices(self, session: "_Session", prompt: Prompt, n: int, sampling: SamplingConfig,
+    async def _choices(self, session: Session, prompt: Prompt, n: int, sampling: SamplingConfig,
                        seed: int) -> list[dict]:
         chat = not isinstance(prompt, str)
         payload: dict[str, Any] = {
@@ -198,17 +162,17 @@ class OpenAIBackend:
         for p, c in pairs:
             if c and not p:
                 raise UserError("score(): a prompt encodes to no tokens, so its first completion token has no context")
-        return _run(self._score_all(pairs, top_k))
+        return run_sync(self._score_all(pairs, top_k))
 
     async def _score_all(self, pairs: list[tuple[list[int], list[int]]], top_k: int) -> list[TokenLogprobs]:
-        async with self._session() as session:
+        async with self._http.session() as session:
             todo = [(p, c) for p, c in pairs if c]
             if todo and not self._can_score:
                 await self._probe_scoring(session, todo[0][0] + todo[0][1])
-            scored = iter(await _gather_or_cancel(self._score_one(session, p, c, top_k) for p, c in todo))
+            scored = iter(await gather_or_cancel(self._score_one(session, p, c, top_k) for p, c in todo))
             return [next(scored) if c else TokenLogprobs([], [], [] if top_k else None) for _, c in pairs]
 
-    async def _probe_scoring(self, session: "_Session", ids: list[int]) -> None:
+    async def _probe_scoring(self, session: Session, ids: list[int]) -> None:
         """One tiny request (two prompt tokens, one new token) that tells whether this server
         returns prompt log-probs at all, before a whole batch is sent."""
         probe = ids[:2]
@@ -226,7 +190,7 @@ class OpenAIBackend:
     def _score_payload(self, ids: list[int], top_k: int) -> dict[str, Any]:
         return {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": top_k}
 
-    async def _score_one(self, session: "_Session", p: list[int], c: list[int], top_k: int) -> TokenLogprobs:
+    async def _score_one(self, session: Session, p: list[int], c: list[int], top_k: int) -> TokenLogprobs:
         body = await self._post(session, "/completions", self._score_payload(p + c, top_k))
         entries = body["choices"][0]["prompt_logprobs"]
         logprobs, tops = [], []
@@ -257,51 +221,11 @@ class OpenAIBackend:
         return self._tokenizer
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _session(self) -> "_Session":
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        return _Session(self.config, headers)
-
-    async def _post(self, session: "_Session", path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries. Returns the JSON body of a 200, or raises a one-line UserError."""
-        cfg, url = self.config, self._url + path
-        last = ""
-        for attempt in range(cfg.max_retries + 1):
-            wait: float | None = None
-            async with session.slots:
-                self.stats["requests"] += 1
-                try:
-                    response = await session.client.post(url, json=payload)
-                except httpx.TimeoutException:
-                    cause, last = "timeout", f"no answer within {cfg.timeout:g}s"
-                except httpx.TransportError as exc:
-                    cause, last = "connection", f"connection error ({type(exc).__name__}{_colon(exc)})"
-                else:
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            body = response.json()
-                        except ValueError:
-                            body = None
-                        if isinstance(body, dict):
-                            self._count_usage(body)
-                            return body
-                        cause, last = "bad_response", "HTTP 200 with a body that is not a JSON object"
-                    elif status == 429 or status >= 500:
-                        cause = "http_429" if status == 429 else "http_5xx"
-                        last = f"HTTP {status} {response.reason_phrase}".strip()
-                        wait = _retry_after(response.headers.get("retry-after"))
-                    else:
-                        detail = self._scrub(_error_detail(response))
-                        hint = " (check --api-key-env)" if status in (401, 403) else ""
-                        raise ServerRejected(f"server {self.base_url} rejected {path}: HTTP {status}: "
-                                             f"{detail[:300]}{hint}", status, detail)
-            if attempt == cfg.max_retries:
-                break
-            self.stats["retries"][cause] += 1
-            if wait is None:
-                wait = random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** attempt))
-            await asyncio.sleep(min(wait, cfg.retry_after_max))
-        raise UserError(f"server {self.base_url} failed {cfg.max_retries + 1} attempts at {path}; last: {last}")
+    async def _post(self, session: Session, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST through the transport (retries, one-line errors) and count the server's usage."""
+        body = await self._http.post(session, path, payload)
+        self._count_usage(body)
+        return body
 
     def _count_usage(self, body: dict[str, Any]) -> None:
         usage = body.get("usage") or {}
@@ -309,39 +233,8 @@ class OpenAIBackend:
             if isinstance(usage.get(key), int):
                 self.stats[key] += usage[key]
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "<redacted>") if self._api_key else text
 
-
-class _Session:
-    """One event loop's HTTP client and concurrency slots (both are bound to the loop)."""
-
-    def __init__(self, config: OpenAIConfig, headers: dict[str, str]):
-        self.client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(max_connections=config.max_concurrency,
-                                max_keepalive_connections=config.max_concurrency))
-        self.slots = asyncio.Semaphore(config.max_concurrency)
-        self.probe_lock = asyncio.Lock()
-
-    async def __aenter__(self) -> "_Session":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.client.aclose()
-
-
-# -- prompts ---------------------------------------------------------------------------------
-def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt, exactly as `HFBackend._encode_prompt` makes them: chats through the
-    chat template with the generation prompt, special tokens added only to plain strings (the
-    rendered template already holds them)."""
-    if isinstance(prompt, str):
-        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
+# -- answers ---------------------------------------------------------------------------------
 def _parse_choice(choice: dict[str, Any], chat: bool, sampling: SamplingConfig) -> dict[str, Any]:
     """One server choice -> the fields of a Generation."""
     if chat:
@@ -360,91 +253,6 @@ def _parse_choice(choice: dict[str, Any], chat: bool, sampling: SamplingConfig) 
         token_ids = token_ids[:-1] if token_ids else token_ids
         logprobs = logprobs[:-1] if logprobs else logprobs
     # Some servers (transformers serve) keep the stop string in the text; OpenAI semantics cut it.
-    for stop in sampling.stop:
-        cut = text.find(stop)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
+    text, cut = cut_at_stop(text, sampling.stop)
+    finish = "stop" if cut else finish
     return dict(completion=text, finish_reason=finish, token_ids=token_ids, logprobs=logprobs)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def normalize_base_url(url: str) -> str:
-    """Strip the trailing slash; a bare `http://host:port` gets the usual `/v1`."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(f"--base-url '{url}' is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
-    url = url.rstrip("/")
-    return url if parts.path.strip("/") else url + "/v1"
-
-
-def _without_password(url: str) -> str:
-    """The URL with any `user:password@` credentials masked, fit for messages and manifests."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
-
-
-def _read_api_key(env_name: str | None) -> str | None:
-    if env_name:
-        key = os.environ.get(env_name)
-        if not key:
-            raise UserError(f"--api-key-env {env_name}: that environment variable is not set")
-        return key
-    return os.environ.get("OPENAI_API_KEY") or None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip() or response.reason_phrase
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        for key in ("detail", "message", "error"):
-            if body.get(key):
-                return str(body[key])
-    return str(body)
-
-
-def _colon(exc: BaseException) -> str:
-    return f": {exc}" if str(exc) else ""
-
-
-async def _gather_or_cancel(coros) -> list:
-    """gather(), but the first failure cancels the rest instead of leaving them running."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-def _run(coro: Awaitable):
-    """Run a coroutine from synchronous code, also when the caller already has an event loop
-    (a notebook): then it runs on a helper thread with its own loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()

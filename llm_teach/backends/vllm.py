@@ -17,8 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs
-from llm_teach.backends.openai import encode_prompt
+from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, encode_prompt
 from llm_teach.errors import UserError
 
 INSTALL_HINT = ("the vllm backend needs vLLM: `pip install 'llm-teach[vllm]'` on a GPU machine, "

@@ -2,7 +2,7 @@
 
 Every stage takes the same options: the teacher and student, where problems come from, the
 output directory, and stage settings from `--config FILE` and `--set key=value` (the stage's
-config dataclass; unknown keys are errors). Teacher and student each have the backend options
+config dataclass; unknown keys are errors; `--show-options` lists them with defaults and help). Teacher and student each have the backend options
 of `llm-teach eval` with a `--teacher-`/`--student-` prefix.
 """
 
@@ -24,9 +24,9 @@ app.add_typer(generate_app, name="generate")
 def _register(stage: str, help_text: str) -> None:
     @generate_app.command(stage, help=f"{help_text[0].upper()}{help_text[1:]}.")
     def command(
-        teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec or served model name.")],
-        data: opt.Data,
-        out: opt.Out,
+        teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher model spec or served model name (required).")] = None,
+        data: Annotated[Optional[str], typer.Option("--data", help="Problem source (required): gsm8k, math500, rg:TASK or a .jsonl/.parquet path.")] = None,
+        out: Annotated[Optional[str], typer.Option("--out", help="Output directory (required); re-running with the same one resumes.")] = None,
         student: Annotated[Optional[str], typer.Option("--student", help="Student model spec (default: the teacher).")] = None,
         limit: opt.Limit = None,
         columns: opt.Columns = None,
@@ -55,8 +55,18 @@ def _register(stage: str, help_text: str) -> None:
         student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
+        show_options: Annotated[bool, typer.Option("--show-options", help="List the stage's config keys (for --config and --set) with defaults and help, then exit.")] = False,
     ) -> None:
+        from llm_teach.errors import UserError
+        from llm_teach.stages import load_stage
         from llm_teach.stages.roles import Models
+
+        if show_options:
+            opt.show_options(load_stage(stage)[1])
+            return
+        missing = [flag for flag, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if value is None]
+        if missing:
+            raise UserError(f"generate {stage} needs {', '.join(missing)} (see `llm-teach generate {stage} --help`)")
 
         models = Models(
             teacher=teacher,

@@ -48,3 +48,11 @@ def parse_columns(columns: str | None) -> dict[str, str] | None:
             raise UserError(f"--columns: '{part}' should be FIELD=COLUMN with FIELD in id, question, answer, solution")
         mapping[key.strip()] = value.strip()
     return mapping
+
+
+def show_options(cls: type) -> None:
+    """Print every key of a config dataclass with its default and help (`--show-options`)."""
+    from llm_teach.config import describe
+
+    for key, default, text in describe(cls):
+        typer.echo(f"{key} = {default!r}\n    {text}")

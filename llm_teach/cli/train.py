@@ -46,7 +46,7 @@ def train_(
 
     cls = config_class(method)  # an unknown method is a UserError here
     if show_options:
-        _show(cls)
+        opt.show_options(cls)
         return
     if out is None:
         raise UserError("--out is required")
@@ -62,16 +62,3 @@ def train_(
     path = train(method, cfg.to_dict(), out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process of a launch
         typer.echo(str(path))
-
-
-def _show(cls) -> None:
-    import dataclasses
-
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = "(required)"
-        typer.echo(f"{f.name} = {default!r}\n    {f.metadata.get('help', '')}")

@@ -25,10 +25,11 @@ import copy as _copy
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from llm_teach.config import option
 from llm_teach.errors import UserError
 
 BENCHMARK_FILES = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl"}
@@ -39,9 +40,9 @@ _WORD = re.compile(r"[a-z0-9]+")
 class DecontamConfig:
     """Which evaluation sets generated problems are checked against, and how."""
 
-    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k", "math500"])  # test splits checked (gsm8k, math500)
-    paths: list[str] = field(default_factory=list)  # more problem files to check against (--decontaminate PATH)
-    ngram: int = 13  # words in a shared span that counts as overlap (13, as in the GPT-3 contamination study)
+    benchmarks: list[str] = option("Test splits checked (gsm8k, math500).", factory=lambda: ["gsm8k", "math500"])
+    paths: list[str] = option("More problem files to check against (--decontaminate PATH).", factory=list)
+    ngram: int = option("Words in a shared span that counts as overlap (13, as in the GPT-3 contamination study).", 13)
 
 
 def words(text: str) -> list[str]:

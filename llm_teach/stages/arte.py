@@ -19,7 +19,8 @@ student learns from. Four steps:
      rationale prompt as the DPO prompt (so the aligned teacher produces the preferred style
      without being told).
    A pair needs a strictly higher score for `chosen` (`allow_ties` lifts that, for plumbing
-   tests only). The teacher is then trained with `train("dpo", ...)` (LoRA by default).
+   tests only). The teacher is then trained with DPO through `launch.train_model`, the one
+   training path of stages and pipelines (in-process here; LoRA by default).
 4. Generate. The aligned teacher (a backend for the new checkpoint, made by `Models` with the
    teacher's options) brainstorms fresh questions from freshly sampled seeds and answers each
    with the style-free rationale prompt; those become the SFT records (`sft.jsonl`).
@@ -34,6 +35,8 @@ two coincide there); one round of alignment. Outputs in OUT: `drafts.jsonl`, `pr
 `dpo_pairs.jsonl`, `teacher_dpo/pairs-<hash>/` (the DPO run; its adapter or model directory is
 the aligned teacher),
 `sft.jsonl`, `manifest.json`.
+
+The prompts ARTE writes live in `arte_prompts`, the DPO pair building in `arte_pairs`.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -54,10 +58,11 @@ from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
-from llm_teach.stages.roles import Models
+from llm_teach.stages.arte_pairs import attach_scores, dpo_pairs
+from llm_teach.stages.arte_prompts import (Brainstorm, brainstorm_prompt, brainstorms, one_shot_prompt,
+                                          rationale_prompt, style_template)
 from llm_teach.stages.parsing import parse_problem
-
-STYLE_DIR = "arte/styles"
+from llm_teach.stages.roles import Models
 
 
 # `train dpo` options ARTE starts from; `ARTEConfig.dpo` overrides them key by key. LoRA keeps the
@@ -70,38 +75,45 @@ DPO_DEFAULTS: dict[str, Any] = {"lora_r": 16, "lora_alpha": 32, "learning_rate":
 class ARTEConfig:
     """Settings of the ARTE stage (paper defaults noted where the paper gives one)."""
 
-    # Probe problems the student is scored on: a seeded sample of at most half the input (the rest
-    # are seed questions). Paper: 40 discriminative validation questions chosen with IRT.
-    probe_size: int = 8
-    seeds_per_prompt: int = 3  # seed questions shown in each brainstorm prompt (paper: 3 examples)
-    draft_prompts: int | None = None  # brainstorm prompts of the draft (None = each seed shown about once)
-    questions_per_prompt: int = 4  # questions sampled per brainstorm prompt (quartiles are taken within one)
-    # Rationale styles, one template each (prompts/arte/styles/<name>.jinja); one draft rationale per style.
-    styles: list[str] = field(default_factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
-    question_temperature: float = 1.0  # sampling temperature of brainstormed questions (diversity)
-    rationale_temperature: float = 0.7  # sampling temperature of rationales
-    top_p: float = 1.0  # nucleus sampling of every sampled call
-    question_max_new_tokens: int = 256  # token budget of a brainstormed question
-    max_new_tokens: int = 512  # token budget of a rationale
-    probe_max_new_tokens: int = 384  # token budget of the student's (greedy) probe answers
-    allow_ties: bool = False  # let DPO pairs have equal scores (only for plumbing tests: a tie is no preference)
-    align: bool = True  # train the teacher with DPO; false: final data from the base teacher (an ablation)
-    # `train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20};
-    # model and data are set by the stage.
-    dpo: dict[str, Any] = field(default_factory=dict)
-    final_prompts: int | None = None  # brainstorm prompts of the final generation (None = as many as the draft)
-    require_answer: bool = True  # drop final rationales without an extractable final answer
-    # Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's
-    # 0.7; the paper describes no such filter).
-    near_duplicate_rouge_l: float = 0.7
-    # Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)
-    chunk_size: int = 8  # brainstorm prompts, or rationales to score, per work unit (the most a kill redoes)
-    seed: int = 0  # base seed; the probe split, seed samples and units derive theirs from it
-    brainstorm_template: str = "arte/brainstorm.jinja"  # teacher writes a new question from seed examples
-    rationale_template: str = "arte/rationale.jinja"  # style-free rationale prompt (DPO prompt; final data)
-    # How the student is asked (probe turns), and the SFT user turn (the evaluation prompt).
-    student_template: str = "eval/boxed.jinja"
+    probe_size: int = option(
+        "Probe problems the student is scored on: a seeded sample of at most half the input (the rest are "
+        "seed questions). Paper: 40 discriminative validation questions chosen with IRT.", 8)
+    seeds_per_prompt: int = option("Seed questions shown in each brainstorm prompt (paper: 3 examples).", 3)
+    draft_prompts: int | None = option("Brainstorm prompts of the draft (None = each seed shown about once).", None)
+    questions_per_prompt: int = option("Questions sampled per brainstorm prompt (quartiles are taken within one).", 4)
+    styles: list[str] = option(
+        "Rationale styles, one template each (prompts/arte/styles/<name>.jinja); one draft rationale per "
+        "style.", factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
+    question_temperature: float = option("Sampling temperature of brainstormed questions (diversity).", 1.0)
+    rationale_temperature: float = option("Sampling temperature of rationales.", 0.7)
+    top_p: float = option("Nucleus sampling of every sampled call.", 1.0)
+    question_max_new_tokens: int = option("Token budget of a brainstormed question.", 256)
+    max_new_tokens: int = option("Token budget of a rationale.", 512)
+    probe_max_new_tokens: int = option("Token budget of the student's (greedy) probe answers.", 384)
+    allow_ties: bool = option(
+        "Let DPO pairs have equal scores (only for plumbing tests: a tie is no preference).", False)
+    align: bool = option("Train the teacher with DPO; false: final data from the base teacher (an ablation).", True)
+    dpo: dict[str, Any] = option(
+        "`train dpo` options over DPO_DEFAULTS (LoRA r16, lr 5e-6, beta 0.1, 1 epoch), e.g. {max_steps: 20}; "
+        "model and data are set by the stage.", factory=dict)
+    final_prompts: int | None = option(
+        "Brainstorm prompts of the final generation (None = as many as the draft).", None)
+    require_answer: bool = option("Drop final rationales without an extractable final answer.", True)
+    near_duplicate_rouge_l: float = option(
+        "Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's 0.7; the"
+        " paper describes no such filter).", 0.7)
+    decontamination: DecontamConfig = option(
+        "Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.",
+        factory=DecontamConfig)
+    chunk_size: int = option("Brainstorm prompts, or rationales to score, per work unit (the most a kill redoes).", 8)
+    seed: int = option("Base seed; the probe split, seed samples and units derive theirs from it.", 0)
+    brainstorm_template: str = option(
+        "Template: the teacher writes a new question from seed examples.", "arte/brainstorm.jinja")
+    rationale_template: str = option(
+        "Template: the style-free rationale prompt (DPO prompt; final data).", "arte/rationale.jinja")
+    student_template: str = option(
+        "Template: how the student is asked (probe turns), and the SFT user turn (the evaluation prompt).",
+        "eval/boxed.jinja")
 
     def __post_init__(self) -> None:
         if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:
@@ -116,14 +128,6 @@ class ARTEConfig:
         for key in ("model", "data"):
             if key in self.dpo:
                 raise ValueError(f"dpo.{key} is set by the stage; remove it")
-
-
-@dataclass(frozen=True)
-class Brainstorm:
-    """One brainstorm prompt: its id and the seed questions it shows."""
-
-    id: str
-    examples: tuple[str, ...]
 
 
 def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str | Path) -> dict[str, Any]:
@@ -164,34 +168,22 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                              lambda unit: _score(unit, probe, student, config),
                              key=lambda x: f"{x[0]}/{x[1]}|{content_hash(x[2:])}|{probe_key}"), "scores")
     scores = {s["id"]: s["score"] for s in scored}
-    for d in drafts:
-        for r in d["rationales"]:
-            r["score"] = scores[f"{d['id']}/{r['style']}"]
-        d["score"] = sum(r["score"] for r in d["rationales"]) / len(d["rationales"])
+    attach_scores(drafts, scores)
 
     # 3. Align the teacher with DPO on question- and rationale-level pairs.
     prompts_by_id = {b.id: b for b in draft_prompts}
-    pairs = run.once("pairs", lambda unit: _pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
-    writer = teacher
-    aligned_spec, aligned_rel = None, "base"  # the final units' keys (and so seeds) name the writer
-    if config.align and pairs:
-        write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
-        # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
-        models.release(models.teacher, models.teacher_options)
-        models.release(models.student, models.student_options)
-        result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
-        aligned_rel = result.records["align"][0]["model"]  # relative: the same seeds in any OUT
-        aligned_spec = str(out / aligned_rel)
-        writer = run.backend(lambda: models.backend(aligned_spec, models.teacher_options), "aligned_teacher")
-    elif config.align:
-        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
+    pairs = run.once("pairs", lambda unit: dpo_pairs(drafts, prompts_by_id, config), depends_on=drafts).records["pairs"]
+    aligned_rel = _aligned_teacher(run, models, pairs, out, config)
+    writer = teacher if aligned_rel is None else run.backend(
+        lambda: models.backend(str(out / aligned_rel), models.teacher_options), "aligned_teacher")
 
     # 4. Final data from the aligned teacher (the base one without alignment).
     n_final = config.final_prompts or n_draft
     final_prompts = brainstorms("final", n_final, seeds, config.seeds_per_prompt, run.seed)
     generated = records(run.map("final", final_prompts, config.chunk_size,
                                 lambda unit: _final(unit, writer, decontam, pool, benchmark, config),
-                                key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel}"), "sft")
+                                # the keys (and so the seeds) name the writer
+                                key=lambda b: f"{b.id}|{content_hash(b.examples)}|{aligned_rel or 'base'}"), "sft")
     sft = run.once("final_dedupe", lambda unit: _dedupe(generated, config), depends_on=generated).records["questions"]
 
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
@@ -205,13 +197,9 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  "rationale_pairs": sum(p["level"] == "rationale" for p in pairs),
                  "probe_zero_shot_accuracy": base_accuracy,
                  "probe_one_shot_accuracy_mean": (sum(scores.values()) / len(scores)) if scores else None,
-                 "aligned": aligned_spec is not None,
-                 "aligned_teacher": aligned_rel if aligned_spec else None,
+                 "aligned": aligned_rel is not None,
+                 "aligned_teacher": aligned_rel,
                  "sft_records": len(sft)})
-
-
-def style_template(style: str) -> str:
-    return f"{STYLE_DIR}/{style}.jinja"
 
 
 def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
@@ -222,27 +210,7 @@ def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[li
     return ([p for i, p in enumerate(problems) if i in chosen], [p for i, p in enumerate(problems) if i not in chosen])
 
 
-def brainstorms(phase: str, count: int, seeds: list[Problem], k: int, seed: int) -> list[Brainstorm]:
-    """`count` brainstorm prompts, each showing `k` seed questions sampled for it (seeded by
-    phase and index, so the final phase sees fresh combinations)."""
-    out = []
-    for i in range(count):
-        rng = random.Random(derive_seed(seed, f"{phase}-prompt/{i}"))
-        chosen = sorted(rng.sample(range(len(seeds)), min(k, len(seeds))))
-        out.append(Brainstorm(f"{phase}{i:04d}", tuple(seeds[j].question for j in chosen)))
-    return out
-
-
 # -- 1. draft -----------------------------------------------------------------------------------
-
-
-def brainstorm_prompt(b: Brainstorm, config: ARTEConfig) -> list[dict[str, str]]:
-    return [{"role": "user", "content": render(config.brainstorm_template, examples=list(b.examples))}]
-
-
-def rationale_prompt(question: str, config: ARTEConfig, style: str | None = None) -> list[dict[str, str]]:
-    name = style_template(style) if style else config.rationale_template
-    return [{"role": "user", "content": render(name, question=question)}]
 
 
 def _questions(unit: Unit, teacher: Backend, decontam: Decontaminator, pool: NearDuplicates, config: ARTEConfig,
@@ -300,14 +268,6 @@ def _dedupe(questions: list[dict[str, Any]], config: ARTEConfig) -> Work:
 # -- 2. preference ------------------------------------------------------------------------------
 
 
-def one_shot_prompt(question: str, rationale: str, probe: Problem, config: ARTEConfig) -> list[dict[str, str]]:
-    """The (question, rationale) pair as the only demonstration before a probe question: the
-    student sees the rationale as its own earlier answer, in the format it is evaluated in."""
-    return [{"role": "user", "content": render(config.student_template, question=question)},
-            {"role": "assistant", "content": rationale},
-            {"role": "user", "content": render(config.student_template, question=probe.question)}]
-
-
 def _probe_sampling(config: ARTEConfig, seed: int) -> SamplingConfig:
     return SamplingConfig(temperature=0.0, max_new_tokens=config.probe_max_new_tokens, seed=seed)
 
@@ -340,69 +300,33 @@ def _probe_baseline(unit: Unit, probe: list[Problem], student: Backend, config: 
 # -- 3. align -----------------------------------------------------------------------------------
 
 
-def question_pairs(scored: list[tuple[str, float]], allow_ties: bool) -> list[tuple[int, int]]:
-    """Index pairs (chosen, rejected) over one prompt's questions `[(text, score)]`: the top
-    quartile (at least one) against the bottom quartile, best with worst, second best with
-    second worst, ...; a pair needs a strictly higher chosen score unless `allow_ties`.
-    Ties in ranking go to the earlier question."""
-    if len(scored) < 2:
-        return []
-    ranked = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
-    q = max(1, len(scored) // 4)
-    top, bottom = ranked[:q], ranked[::-1][:q]
-    return [(c, r) for c, r in zip(top, bottom) if scored[c][1] > scored[r][1] or allow_ties]
-
-
-def rationale_pair(scores: list[float], allow_ties: bool) -> tuple[int, int] | None:
-    """(best, worst) rationale indices of one question, or None when they are not ordered
-    (first best and last worst win ties)."""
-    if len(scores) < 2:
+def _aligned_teacher(run: StageRun, models: Models, pairs: list[dict[str, Any]], out: Path,
+                     config: ARTEConfig) -> str | None:
+    """Train the teacher with DPO on the pairs (step 3); returns the aligned model's directory
+    relative to `out` (the same seeds in any OUT), or None when the base teacher writes."""
+    if not config.align:
         return None
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    worst = min(range(len(scores)), key=lambda i: (scores[i], -i))
-    if scores[best] > scores[worst] or allow_ties:
-        return best, worst
-    return None
-
-
-def _pairs(drafts: list[dict[str, Any]], prompts: dict[str, Brainstorm], config: ARTEConfig) -> Work:
-    counts, pairs = Counter(), []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for d in drafts:
-        groups.setdefault(d["prompt_id"], []).append(d)
-    for prompt_id, group in groups.items():
-        chosen_rejected = question_pairs([(d["question"], d["score"]) for d in group], config.allow_ties)
-        if len(group) >= 2 and not chosen_rejected:
-            counts["pairs/question_tied"] += 1
-        for c, r in chosen_rejected:
-            pairs.append({"id": f"q:{group[c]['id']}>{group[r]['id']}", "level": "question",
-                          "prompt": brainstorm_prompt(prompts[prompt_id], config),
-                          "chosen": group[c]["question"], "rejected": group[r]["question"],
-                          "chosen_score": group[c]["score"], "rejected_score": group[r]["score"]})
-    for d in drafts:
-        pick = rationale_pair([r["score"] for r in d["rationales"]], config.allow_ties)
-        if pick is None:
-            counts["pairs/rationale_tied"] += int(len(d["rationales"]) >= 2)
-            continue
-        best, worst = (d["rationales"][i] for i in pick)
-        pairs.append({"id": f"r:{d['id']}:{best['style']}>{worst['style']}", "level": "rationale",
-                      "prompt": rationale_prompt(d["question"], config),
-                      "chosen": best["text"], "rejected": worst["text"],
-                      "chosen_score": best["score"], "rejected_score": worst["score"]})
-    counts["pairs/question"] += sum(p["level"] == "question" for p in pairs)
-    counts["pairs/rationale"] += sum(p["level"] == "rationale" for p in pairs)
-    return Work(records={"pairs": pairs}, counts=counts)
+    if not pairs:
+        run.once("align", lambda unit: Work(counts=Counter({"align/skipped_no_pairs": 1})), depends_on=pairs)
+        return None
+    write_jsonl_atomic(out / "dpo_pairs.jsonl", pairs)  # the training data must exist before training
+    # Training needs the memory the base models hold (on one GPU: all of it); neither is used again.
+    models.release(models.teacher, models.teacher_options)
+    models.release(models.student, models.student_options)
+    result = run.once("align", lambda unit: _align(out, models.teacher, pairs, config), depends_on=pairs)
+    return result.records["align"][0]["model"]
 
 
 def _align(out: Path, teacher_spec: str, pairs: list[dict[str, Any]], config: ARTEConfig) -> Work:
     """DPO on the pairs, from the base teacher, in `teacher_dpo/<hash of the pairs>/` (a
     finished training run is reused only for the very same data). `resume=True` continues a
-    run killed after a checkpoint and is a fresh start without one."""
-    from llm_teach.trainers import train
+    run killed after a checkpoint and is a fresh start without one (`train_model` without launch
+    options trains in-process, resuming)."""
+    from llm_teach.launch import train_model
 
     values = {**DPO_DEFAULTS, **config.dpo, "model": teacher_spec, "data": str(out / "dpo_pairs.jsonl")}
     values.setdefault("seed", config.seed)
-    model_dir = train("dpo", values, out / "teacher_dpo" / f"pairs-{content_hash(pairs)}", resume=True)
+    model_dir = train_model("dpo", values, out / "teacher_dpo" / f"pairs-{content_hash(pairs)}")
     return Work(records={"align": [{"id": "align", "model": str(Path(model_dir).relative_to(out))}]},
                 counts=Counter({"align/trained": 1}))
 

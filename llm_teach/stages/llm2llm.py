@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
+from llm_teach.data.targets import boxed_answer, boxed_solution
 from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
@@ -48,22 +50,30 @@ _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?
 class LLM2LLMConfig:
     """Settings of the LLM2LLM stage (defaults follow the paper/reference code where CPU allows)."""
 
-    rounds: int = 3  # R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K)
-    new_per_wrong: int = 1  # new problems the teacher writes per wrong seed per round (reference: 1)
-    train_from: Literal["base", "previous"] = "base"  # each round trains the base student (paper) or continues
-    train: dict[str, Any] = field(default_factory=lambda: {"num_train_epochs": 3})  # `train sft` options (model/data set here)
-    train_launch: dict[str, Any] = field(default_factory=dict)  # run each round's training under `accelerate launch` with {config_file, num_processes, args} (multi-GPU/ZeRO); empty = in-process
-    eval_template: str = "eval/boxed.jinja"  # prompt the student is evaluated with (and trained on)
-    eval_max_new_tokens: int = 256  # token budget of the student's answers on the seeds
-    augment_template: str = "llm2llm/augment.jinja"  # teacher prompt writing a new problem
-    solve_template: str = "llm2llm/solve.jinja"  # teacher prompt re-solving a new problem
-    teacher_temperature: float = 1.0  # sampling temperature of new problems (reference: 1.0)
-    teacher_max_new_tokens: int = 512  # token budget of a new problem with its solution
-    solve_max_new_tokens: int = 512  # token budget of the teacher's re-solution (greedy)
-    near_duplicate_rouge_l: float = 0.95  # drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95)
-    decontamination: DecontamConfig = field(default_factory=DecontamConfig)  # evaluation sets new problems must not overlap
-    chunk_size: int = 8  # wrong seed problems per work unit
-    seed: int = 0  # base seed of every sampling call
+    rounds: int = option("R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K).", 3)
+    new_per_wrong: int = option("New problems the teacher writes per wrong seed per round (reference: 1).", 1)
+    train_from: Literal["base", "previous"] = option(
+        "Each round trains the base student (paper) or continues from the previous round's model.", "base")
+    train: dict[str, Any] = option(
+        "`train sft` options for each round (model and data are set by the stage).",
+        factory=lambda: {"num_train_epochs": 3})
+    train_launch: dict[str, Any] = option(
+        "Run each round's training under `accelerate launch` with {config_file, num_processes, args} "
+        "(multi-GPU/ZeRO); empty = in-process.", factory=dict)
+    eval_template: str = option(
+        "Template: the prompt the student is evaluated with (and trained on).", "eval/boxed.jinja")
+    eval_max_new_tokens: int = option("Token budget of the student's answers on the seeds.", 256)
+    augment_template: str = option(
+        "Template: the teacher writes a new problem from a wrong seed.", "llm2llm/augment.jinja")
+    solve_template: str = option("Template: the teacher re-solves a new problem.", "llm2llm/solve.jinja")
+    teacher_temperature: float = option("Sampling temperature of new problems (reference: 1.0).", 1.0)
+    teacher_max_new_tokens: int = option("Token budget of a new problem with its solution.", 512)
+    solve_max_new_tokens: int = option("Token budget of the teacher's re-solution (greedy).", 512)
+    near_duplicate_rouge_l: float = option(
+        "Drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95).", 0.95)
+    decontamination: DecontamConfig = option("Evaluation sets new problems must not overlap.", factory=DecontamConfig)
+    chunk_size: int = option("Wrong seed problems per work unit.", 8)
+    seed: int = option("Base seed of every sampling call.", 0)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.new_per_wrong < 1:
@@ -128,24 +138,18 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
                                "seed_accuracy_by_round": [x["seed_accuracy"] for x in rounds]})
 
 
+def _target(problem: Problem) -> str:
+    """The worked solution ending in `\\boxed{answer}` (`data.targets`); a problem without a
+    solution gets the one-line boxed answer."""
+    return boxed_solution(problem) or boxed_answer(problem.answer)
+
+
 def sft_record(problem: Problem, config: LLM2LLMConfig) -> dict[str, Any]:
     """A chat SFT record: the evaluation prompt and a solution ending in `\\boxed{answer}`."""
     return {"id": problem.id, "messages": [
         {"role": "user", "content": render(config.eval_template, question=problem.question)},
-        {"role": "assistant", "content": boxed_solution(problem)},
+        {"role": "assistant", "content": _target(problem)},
     ]}
-
-
-def boxed_solution(problem: Problem) -> str:
-    """The worked solution in the answer format evaluation asks for: GSM8K's `#### N` line
-    becomes `\\boxed{N}`; a problem without a solution gets a one-line boxed answer."""
-    solution = (problem.solution or "").strip()
-    if not solution:
-        return f"The answer is \\boxed{{{problem.answer}}}."
-    if "\\boxed" in solution:
-        return solution
-    body = re.sub(r"<<[^>]*>>", "", solution.rsplit("####", 1)[0]).strip()  # GSM8K calculator tags
-    return f"{body}\nThe answer is \\boxed{{{problem.answer}}}.".strip()
 
 
 def parse_generated(text: str) -> tuple[str, str] | None:
@@ -193,7 +197,7 @@ def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decon
     teacher re-solve the survivors and keep the ones whose answers agree."""
     counts: Counter = Counter()
     prompts = [[{"role": "user", "content": render(config.augment_template, question=seed.question,
-                                                   solution=boxed_solution(seed), student_answer=_shown(wrong))}]
+                                                   solution=_target(seed), student_answer=_shown(wrong))}]
                for seed, wrong in unit.items]
     sampling = SamplingConfig(temperature=config.teacher_temperature, max_new_tokens=config.teacher_max_new_tokens,
                               seed=unit.seed)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.config import option
 from llm_teach.data.logit_store import append_scored, open_writer
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.grading import answer_key, grade
@@ -43,20 +44,22 @@ from llm_teach.stages.roles import Models
 class SSBConfig:
     """Settings of the SSB stage (defaults follow the paper where it gives one)."""
 
-    rollouts: int = 4  # K: rollouts per problem (paper: 4)
-    rollout_temperature: float = 0.7  # sampling temperature of the rollouts (they must differ)
-    top_p: float = 1.0  # nucleus sampling for rollouts and explanations
-    max_new_tokens: int = 512  # token budget of each rollout
-    rollouts_from: Literal["student", "teacher"] = "student"  # whose mistakes are mined
-    explanations: int = 1  # explanation attempts per kept problem; the first graded correct is used
-    explain_temperature: float = 0.0  # 0 = greedy explanation (a single attempt should be the careful one)
-    explain_max_new_tokens: int = 768  # token budget of the explanation (the distillation target)
-    top_k: int = 20  # teacher log-probs stored per completion token (the distill target's support)
-    logits_dtype: Literal["float16", "float32"] = "float16"  # storage precision of the top-k log-probs
-    chunk_size: int = 8  # problems per work unit (the most a killed run redoes)
-    seed: int = 0  # base seed; each unit derives its own from it
-    solve_template: str = "ssb/solve.jinja"  # rollout prompt and the student's view of a problem
-    explain_template: str = "ssb/explain.jinja"  # the hinted prompt with correct and wrong responses
+    rollouts: int = option("K: rollouts per problem (paper: 4).", 4)
+    rollout_temperature: float = option("Sampling temperature of the rollouts (they must differ).", 0.7)
+    top_p: float = option("Nucleus sampling for rollouts and explanations.", 1.0)
+    max_new_tokens: int = option("Token budget of each rollout.", 512)
+    rollouts_from: Literal["student", "teacher"] = option(
+        "Whose rollouts are mined for mistakes: the student's or the teacher's.", "student")
+    explanations: int = option("Explanation attempts per kept problem; the first graded correct is used.", 1)
+    explain_temperature: float = option(
+        "Sampling temperature of explanations; 0 = greedy (a single attempt should be the careful one).", 0.0)
+    explain_max_new_tokens: int = option("Token budget of the explanation (the distillation target).", 768)
+    top_k: int = option("Teacher log-probs stored per completion token (the distill target's support).", 20)
+    logits_dtype: Literal["float16", "float32"] = option("Storage precision of the top-k log-probs.", "float16")
+    chunk_size: int = option("Problems per work unit (the most a killed run redoes).", 8)
+    seed: int = option("Base seed; each unit derives its own from it.", 0)
+    solve_template: str = option("Template: the rollout prompt and the student's view of a problem.", "ssb/solve.jinja")
+    explain_template: str = option("Template: the hinted prompt with correct and wrong responses.", "ssb/explain.jinja")
 
     def __post_init__(self) -> None:
         if self.rollouts < 2:

@@ -37,12 +37,13 @@ from typing import Any
 import torch
 from transformers import Trainer
 
-from llm_teach.backends.openai import encode_prompt
+from llm_teach.backends.base import encode_prompt
 from llm_teach.data.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
 from llm_teach.errors import UserError
+from llm_teach.config import option
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
 from llm_teach.trainers.records import is_records_file, read_records, require
-from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, option, trl_kwargs
+from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
 from llm_teach.trainers.losses.distill import ChunkedDistillLoss, Divergence
 
 Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records` returns them

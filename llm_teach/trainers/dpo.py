@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.errors import UserError
+from llm_teach.config import option
 from llm_teach.trainers.model_loading import load_student
 from llm_teach.trainers.records import as_messages, is_records_file, read_records, require
-from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, option, trl_kwargs
+from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, trl_kwargs
 
 KEYS = ("prompt", "chosen", "rejected")
 

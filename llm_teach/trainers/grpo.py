@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_teach.config import option
 from llm_teach.trainers.model_loading import load_student
 from llm_teach.trainers.records import load_training_problems, problem_prompt
-from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, option, trl_kwargs
+from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, trl_kwargs
 
 
 @dataclass

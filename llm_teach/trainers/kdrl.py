@@ -37,8 +37,9 @@ import torch
 import trl
 
 from llm_teach.errors import UserError
+from llm_teach.config import option
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
-from llm_teach.trainers.train_config import TeacherBackend, lora_config, option
+from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
 from llm_teach.trainers.losses.kdrl import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
 

@@ -11,18 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llm_teach.config import check_choices
+from llm_teach.config import check_choices, option
 from llm_teach.errors import UserError
 from llm_teach.models import first_line
 
 TeacherBackend = Literal["hf", "openai", "vllm"]  # kdrl/distill `teacher_backend`
-
-
-def option(text: str, default: Any = None, factory: Any = None):
-    """A config field with TRL-style help text (shown by `llm-teach train --show-options`)."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass

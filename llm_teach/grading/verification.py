@@ -1,0 +1,130 @@
+"""Is the extracted answer the gold answer? (`grade`, `is_correct`)
+
+GSM8K and numeric reasoning-gym golds are compared as values (`llm_teach.grading.numbers`);
+MATH answers by math-verify, gold first (`verify(gold, pred)` is not symmetric); other
+reasoning-gym tasks by the task's own `score_answer`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from math_verify import parse, verify
+
+from llm_teach.errors import UserError
+from llm_teach.grading.extraction import (MATH_CONFIG, after_hashes, benchmark_kind, extract_answer, last_boxed,
+                                          math_verify_timeout)
+from llm_teach.grading.numbers import close, gsm_value, number
+
+@dataclass(frozen=True)
+class Grade:
+    """The verdict on one completion.
+
+    Attributes:
+        correct: whether the extracted answer equals the gold answer.
+        extracted: the answer text pulled from the completion, None when there is none.
+        method: how it was pulled out: "hash" (a `#### x` line), "boxed" (last `\\boxed{}`
+            or `\\fbox{}`), "answer_is" ("the answer is x" / "Answer: x"), "last_number",
+            "math_verify_fallback" (MATH without a box: what math-verify reads after
+            "the answer is" / "Answer:") or "none".
+        verifier: how it was compared: "numeric", "math_verify", "rg_scorer" or "none".
+    """
+
+    correct: bool
+    extracted: str | None
+    method: str
+    verifier: str = "none"
+
+
+def is_correct(completion: str, gold: str, benchmark: str, meta: dict | None = None) -> bool:
+    """True when the completion's final answer equals `gold` (see `grade`)."""
+    return grade(completion, gold, benchmark, meta).correct
+
+
+def grade(completion: str, gold: str, benchmark: str, meta: dict | None = None) -> Grade:
+    """Extract the final answer from `completion` and compare it with `gold`.
+
+    Args:
+        completion: the model's output text.
+        gold: the gold answer; for GSM8K it may be a whole solution ending in `#### 72`,
+            for MATH a whole solution with a `\\boxed{}` (the last box is used).
+        benchmark: "gsm8k", "math", "math500" or "rg:<task>".
+        meta: the reasoning-gym entry's `metadata` (some scorers need it); may also carry
+            the entry's "question".
+
+    Returns:
+        A `Grade`. Grading never raises on odd completions: a completion without an answer,
+        an unparsable answer or a crashing scorer is simply incorrect.
+
+    Raises:
+        UserError: for an unknown benchmark, or an unknown reasoning-gym task whose
+            scorer is needed (a non-numeric gold).
+    """
+    kind, task = benchmark_kind(benchmark)
+    extracted, method = extract_answer(completion or "", benchmark)
+    if extracted is None:
+        return Grade(False, None, method, "none")
+    if kind == "gsm8k":
+        gold_value = gsm_value(_gsm_gold(str(gold)))
+        pred_value = gsm_value(extracted)
+        return Grade(close(gold_value, pred_value), extracted, method, "numeric")
+    if kind == "math":
+        gold_answer = last_boxed(str(gold)) or str(gold)
+        return Grade(_math_equal(gold_answer, extracted), extracted, method, "math_verify")
+    # reasoning-gym: numbers by value, everything else by the task's own scorer.
+    gold_value = number(str(gold), strict=True) if gold is not None else None
+    if gold_value is not None:
+        return Grade(close(gold_value, gsm_value(extracted)), extracted, method, "numeric")
+    return Grade(_rg_score(task, extracted, gold, meta), extracted, method, "rg_scorer")
+
+
+def _gsm_gold(gold: str) -> str:
+    """A GSM8K gold: the `####` answer of a full solution, else the string itself."""
+    return after_hashes(gold) or gold
+
+
+def _for_math_verify(answer: str) -> str:
+    """An answer in the form math-verify parses best: boxed inside `$...$`.
+
+    Plain scientific notation is rewritten first: math-verify reads `1.5e3` as 1.5*e*3.
+    """
+    answer = re.sub(r"^\s*([-+]?\d+(?:\.\d+)?)[eE]([-+]?\d+)\s*$", r"\1\\times 10^{\2}", answer)
+    return f"$\\boxed{{{answer}}}$"
+
+
+def _math_equal(gold: str, pred: str) -> bool:
+    """math-verify equivalence of two answer strings, gold first; False on any failure."""
+    timeout = math_verify_timeout()
+    try:
+        gold_parsed = parse(_for_math_verify(gold), MATH_CONFIG, parsing_timeout=timeout)
+        pred_parsed = parse(_for_math_verify(pred), MATH_CONFIG, parsing_timeout=timeout)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    except Exception:  # math-verify catches its own errors; this is the last line of defence
+        return False
+
+
+@lru_cache(maxsize=None)
+def _rg_scorer(task: str):
+    import reasoning_gym  # imported here: it is slow to import and only rg:* needs it
+    from reasoning_gym.factory import DATASETS
+
+    if task not in DATASETS:
+        raise UserError(f"unknown reasoning-gym task {task!r} (benchmark 'rg:{task}')")
+    return reasoning_gym.get_score_answer_fn(task)
+
+
+def _rg_score(task: str, answer: str, gold, meta: dict | None) -> bool:
+    """The task's own `score_answer`; correct iff it gives full marks."""
+    meta = meta or {}
+    entry = {"question": meta.get("question", ""), "answer": gold, "metadata": meta}
+    try:
+        return float(_rg_scorer(task)(answer, entry)) >= 1.0
+    except UserError:
+        raise
+    except Exception:  # scorers index metadata and parse freely; a crash is a wrong answer
+        return False
+
