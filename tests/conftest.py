@@ -57,3 +57,13 @@ def shared_data(*parts: str) -> Path:
 
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not on this machine")
+
+
+def check_one_line_error(result, *needles):
+    """Exit code 2, no traceback, and exactly one `error:` line on stderr holding every needle."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]

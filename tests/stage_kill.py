@@ -17,6 +17,15 @@ from pathlib import Path
 from conftest import ROOT
 
 
+def units_done(out: Path, step: str) -> int:
+    """Finished work units of a stage step so far (lines of its work log, `.part` or final)."""
+    for name in (f"{step}.jsonl.part", f"{step}.jsonl"):
+        path = out / "work" / name
+        if path.exists():
+            return path.read_bytes().count(b"\n")
+    return 0
+
+
 def _started(out: Path, since: float) -> bool:
     """The run has reached its stage (StageRun writes manifest.json first thing)."""
     path = out / "manifest.json"

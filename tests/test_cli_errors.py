@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
+from conftest import check_one_line_error, run_cli
 
 
 @pytest.fixture()
@@ -12,15 +12,6 @@ def bad_jsonl(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"question": "q1", "answer": "#### 1"}\n{"question": "q2", "answer": \n')
     return f
-
-
-def check_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_malformed_jsonl(tmp_path, bad_jsonl, tiny_model_dir):

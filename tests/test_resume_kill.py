@@ -20,18 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from conftest import CLI, ROOT
+from stage_kill import units_done
 from llm_teach.data import read_jsonl
 from llm_teach.data.logit_store import TopKLogitStore
 
 KILLS = 3
-
-
-def _units_done(out: Path, step: str) -> int:
-    for name in (f"{step}.jsonl.part", f"{step}.jsonl"):
-        path = out / "work" / name
-        if path.exists():
-            return path.read_bytes().count(b"\n")
-    return 0
 
 
 def _kill_repeatedly(command: list[str], out: Path, step: str, total_units: int, seed: int) -> list[int]:
@@ -41,15 +34,15 @@ def _kill_repeatedly(command: list[str], out: Path, step: str, total_units: int,
     for _ in range(KILLS):
         proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        target = min(total_units - 3, _units_done(out, step) + rng.randint(0, 2))  # leave work to kill
+        target = min(total_units - 3, units_done(out, step) + rng.randint(0, 2))  # leave work to kill
         deadline = time.time() + 300
-        while _units_done(out, step) < target and proc.poll() is None and time.time() < deadline:
+        while units_done(out, step) < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
-        killed_at.append(_units_done(out, step))
+        killed_at.append(units_done(out, step))
         assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; make it longer"
     return killed_at
 
