@@ -51,7 +51,7 @@ from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.evaluation import majority_vote
 from llm_teach.grading import answer_key, extract_answer, grade, last_boxed
-from llm_teach.manifest import file_hash
+from llm_teach.runs.hashing import file_hash
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
