@@ -14,6 +14,9 @@
   inputs and steps.
 
 Evaluation (`items.jsonl`, one record per problem) uses `RunDirectory` and `work_once` too.
+Trainers use `RunDirectory` (identity: method, config, the data file's hash) to tell a finished
+run from another one and to write their manifest; checkpoints and `--resume` stay theirs
+(`trainers/lifecycle.py`), since the HF Trainer owns that state.
 Nothing here imports a stage, a trainer or a backend: stages, evaluation and trainers build on
 `runs`, not the other way round.
 """

@@ -1,5 +1,7 @@
 """The run lifecycle every trainer shares: what to do with OUT (fresh, resume or done), the
-data's identity for that decision, metrics.jsonl, manifest.json and the final save.
+data's identity for that decision, metrics.jsonl, manifest.json and the final save. OUT's
+identity, the finished-run check and the manifest go through `runs.directory.RunDirectory`;
+checkpoints and `--resume` are the trainers' own.
 
 Output directory of a run (`OUT`)::
 
