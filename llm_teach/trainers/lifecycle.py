@@ -26,14 +26,13 @@ from typing import Any
 
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory
+from llm_teach.runs.hashing import file_hash
 from llm_teach.trainers.train_config import TrainConfig
 
 
 def source_info(source: str) -> dict[str, Any]:
     """The training data's identity for the manifest and for `plan_run`: the source, plus the
     content hash of a data file (a changed file is not the same run)."""
-    from llm_teach.runs.hashing import file_hash
-
     info: dict[str, Any] = {"data": source}
     if Path(source).is_file():
         info["data_hash"] = file_hash(source)
