@@ -14,7 +14,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from llm_teach.errors import UserError
-from llm_teach.manifest import text_hash
+from llm_teach.runs.hashing import text_hash
 
 
 def prompts_dir() -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.errors import UserError
-from llm_teach.manifest import write_manifest
+from llm_teach.runs.manifest import write_manifest
 
 
 class RunDirectory:

@@ -1,20 +1,35 @@
-"""Short stable hashes of content: what names a unit of work, a step, an input set or a seed.
+"""Stable hashes of content: what names a unit of work, a step, an input set or a seed.
 
 A resumed run must recognise its own earlier work, on any machine and in any process, so these
-hashes depend on content alone (JSON with sorted keys), never on object identity, hash
-randomisation or the clock.
+hashes depend on content alone (JSON with sorted keys, a file's bytes, a text), never on object
+identity, hash randomisation or the clock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Sequence
 
 
 def content_hash(value: Any) -> str:
     """A short stable hash of JSON-able content (unit keys, file names)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_hash(path: str | Path) -> str:
+    """"sha256:<hex>" of a file's bytes (a data file, a skills list): a changed file is another input."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    """"sha256:<hex>" of a text (a prompt template's source)."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def ids_digest(ids: Sequence[str]) -> str:

@@ -52,9 +52,8 @@ from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import answer_key, grade, majority_vote
-from llm_teach.manifest import file_hash
 from llm_teach.prompts import render
-from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
+from llm_teach.runs.hashing import content_hash, derive_seed, file_hash, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
 from llm_teach.stages.parsing import dedupe_skills, match_skills, parse_name_list, parse_skill_file
 from llm_teach.stages.roles import Models

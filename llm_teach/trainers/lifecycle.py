@@ -1,5 +1,7 @@
 """The run lifecycle every trainer shares: what to do with OUT (fresh, resume or done), the
-data's identity for that decision, metrics.jsonl, manifest.json and the final save.
+data's identity for that decision, metrics.jsonl, manifest.json and the final save. OUT's
+identity, the finished-run check and the manifest go through `runs.directory.RunDirectory`;
+checkpoints and `--resume` are the trainers' own.
 
 Output directory of a run (`OUT`)::
 
@@ -23,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.errors import UserError
+from llm_teach.runs.directory import RunDirectory
+from llm_teach.runs.hashing import file_hash
 from llm_teach.trainers.train_config import TrainConfig
 
 
 def source_info(source: str) -> dict[str, Any]:
     """The training data's identity for the manifest and for `plan_run`: the source, plus the
     content hash of a data file (a changed file is not the same run)."""
-    from llm_teach.manifest import file_hash
-
     info: dict[str, Any] = {"data": source}
     if Path(source).is_file():
         info["data_hash"] = file_hash(source)
@@ -50,32 +52,29 @@ def final_model_dir(out: Path) -> Path:
     return out / "model" if (out / "model").is_dir() else out / "adapter"
 
 
-def read_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+def run_directory(out: Path, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> RunDirectory:
+    """OUT claimed by a training run: its identity is the method, the resolved config and the
+    data (`source_info`, with the data file's hash)."""
+    return RunDirectory(out, {"method": method, "config": config, "inputs": inputs}, kind="method")
 
 
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
-             inputs: dict[str, Any] | None = None) -> tuple[str, Path | None]:
+             inputs: dict[str, Any]) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same config and the same data (file hash) is not redone; anything
+    A finished run with the same method, config and data (file hash) is not redone; anything
     else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
-    `inputs`: `source_info(config["data"])` when the caller already has it (it hashes the file).
+    An interrupted run (status "running") is not compared (unlike `RunDirectory.claim`): its
+    checkpoints decide, and `--resume` continues it. An unreadable manifest is a one-line error.
+    `inputs`: `source_info(config["data"])`.
     """
-    manifest = read_manifest(out)
+    directory = run_directory(out, method, config, inputs)
+    manifest = directory.previous()
     if manifest and manifest.get("status") == "complete":
-        if inputs is None:
-            inputs = source_info(config["data"])
-        same_data = manifest.get("inputs") == _jsonable(inputs)
-        if manifest.get("method") == method and manifest.get("config") == _jsonable(config) and same_data:
+        changed = directory.changes(manifest)
+        if not changed:
             return "done", None
-        what = "config" if same_data else "data (the file changed since)"
+        what = "data (the file changed since)" if "inputs" in changed else "config"
         raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
                         "choose another --out")
     checkpoints = checkpoint_dirs(out)
@@ -87,10 +86,6 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
             raise UserError(f"{out} holds a '{manifest.get('method')}' run; cannot resume it as '{method}'")
         return "resume", checkpoints[-1]
     return "fresh", None
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 class MetricsLog:
@@ -154,27 +149,27 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     Every rank calls this (saving under ZeRO-3 gathers shards from all of them); only the main
     process writes files. `inputs`: `source_info(cfg.data)` when the caller already has it.
     """
-    from llm_teach.manifest import write_manifest
-
     acc = trainer.accelerator
     metrics = MetricsLog(out / "metrics.jsonl", _checkpoint_step(checkpoint))
     trainer.add_callback(metrics.callback())
     world = acc.num_processes
-    base = dict(method=method, config=cfg.to_dict(), world_size=world,
-                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)},
-                inputs=source_info(cfg.data) if inputs is None else inputs)
+    inputs = source_info(cfg.data) if inputs is None else inputs
+    config = cfg.to_dict()
+    directory = run_directory(out, method, config, inputs)
+    base = dict(method=method, config=config, world_size=world,
+                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)}, inputs=inputs)
     started = time.time()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        write_manifest(out, status="running", resumed_from=checkpoint.name if checkpoint else None, **base)
+        directory.write_manifest(status="running", resumed_from=checkpoint.name if checkpoint else None, **base)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     path = save_final(trainer, cfg, out)
     if acc.is_main_process:
-        write_manifest(out, status="complete", resumed_from=checkpoint.name if checkpoint else None,
-                       global_step=trainer.state.global_step, model_dir=path.name,
-                       checkpoints=[p.name for p in checkpoint_dirs(out)],
-                       summary=metrics.summary, timings={"seconds_this_run": round(time.time() - started, 2)},
-                       **base)
+        directory.write_manifest(status="complete", resumed_from=checkpoint.name if checkpoint else None,
+                                 global_step=trainer.state.global_step, model_dir=path.name,
+                                 checkpoints=[p.name for p in checkpoint_dirs(out)],
+                                 summary=metrics.summary,
+                                 timings={"seconds_this_run": round(time.time() - started, 2)}, **base)
     acc.wait_for_everyone()
     return path
 
