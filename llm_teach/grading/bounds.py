@@ -72,12 +72,12 @@ def tower_digits(tower: str) -> float:
         log_value = 10**log_value * math.log10(base)
         if log_value > MAX_DIGITS:
             return math.inf
-    return log_value + 1
+    return math.floor(log_value + 1e-9) + 1
 
 
 def factorial_digits(n: int) -> float:
     """Decimal digits of n!, from log-gamma (no factorial is computed)."""
-    return math.lgamma(n + 1) / math.log(10) + 1
+    return math.floor(math.lgamma(n + 1) / math.log(10) + 1e-9) + 1
 
 
 def shorten(text: str, limit: int = LOG_CHARS) -> str:

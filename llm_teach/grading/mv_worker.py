@@ -10,6 +10,7 @@ Jobs (tuples, all strings already in the form to parse):
     ("equal", gold, pred) -> bool: math-verify `verify(parse(gold), parse(pred))`, gold first.
     ("anchored", tail) -> str | None: the text of the first expression math-verify reads in
         the stated answer `tail` (see `extraction.math_verify_anchored`), None if none.
+    ("clear_caches",) -> None: empty math-verify's and sympy's caches (for benchmarks).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def run(job: tuple, timeout: int | None = None) -> Any:
     """
     from math_verify import parse, verify
 
+    if job[0] == "clear_caches":
+        clear_caches()
+        return None
     try:
         if job[0] == "equal":
             gold = parse(job[1], _config(), parsing_timeout=timeout)
@@ -54,6 +58,16 @@ def run(job: tuple, timeout: int | None = None) -> Any:
     except Exception:  # math-verify catches its own errors; this is the last line of defence
         return False if job[0] == "equal" else None
     raise ValueError(f"unknown grading job {job[0]!r}")
+
+
+def clear_caches() -> None:
+    """Empty math-verify's parse caches and sympy's cache (a benchmark's cold start)."""
+    from math_verify import parser
+    from sympy.core.cache import clear_cache
+
+    parser.parse_latex_cached.cache_clear()
+    parser.parse_expr_cached.cache_clear()
+    clear_cache()
 
 
 def quiet_math_verify() -> None:

@@ -28,11 +28,13 @@ _VALUE = re.compile(
     \s*%?""",
     re.VERBOSE,
 )
-NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])[-\u2212]?(?:{_NUM})(?:/\d+(?![\d.]))?")
+# Scientific notation is part of a number ("2e400" is one number, not 2 then a word): reading
+# only its leading digits graded an overflowing "2e400" as 2.
+NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])[-\u2212]?(?:{_NUM})(?:[eE][-+]?\d+)?(?:/\d+(?![\d.]))?")
 
 
 def last_number(text: str) -> str | None:
-    """The last number written in `text` ("-5", "1,000", "2.5", "3/4"); "3-4" is 3 and 4."""
+    """The last number written in `text` ("-5", "1,000", "2.5", "3/4", "1e3"); "3-4" is 3 and 4."""
     found = NUMBER_IN_TEXT.findall(text)
     return found[-1] if found else None
 
