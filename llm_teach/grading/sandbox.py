@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import site
 import subprocess
 import sys
 import threading
@@ -76,8 +77,7 @@ def stats() -> dict[str, int]:
 
 class _Worker:
     def __init__(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the directory holding llm_teach/
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_source_root(), os.environ.get("PYTHONPATH")])))
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "llm_teach.grading.mv_worker"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
@@ -113,6 +113,15 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+def _source_root() -> str | None:
+    """The directory holding llm_teach/ when it is a source checkout, so `-m` finds the worker
+    module in the child as in this process; None for an installed copy (putting site-packages
+    on PYTHONPATH would place it before the standard library)."""
+    root = Path(__file__).resolve().parents[2]
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    return None if any(Path(d).resolve() == root for d in sites) else str(root)
 
 
 class _Pool:
@@ -156,10 +165,12 @@ class _Pool:
             self.cond.notify_all()
 
     def close(self) -> None:
+        """Stop the idle workers (at exit; busy ones are stopped when their callers return them)."""
         with self.cond:
             for worker in self.idle:
                 worker.kill()
-            self.idle, self.size = [], 0
+            self.size -= len(self.idle)
+            self.idle = []
 
 
 _pool = _Pool()
@@ -208,6 +219,10 @@ def call(job: tuple, budget: Budget) -> Any:
         worker.kill()
         _pool.checkin(None)
         _timed_out(job, budget)
+    except BaseException:  # Ctrl-C mid-job: the worker is still busy, so it cannot be reused
+        worker.kill()
+        _pool.checkin(None)
+        raise
     _pool.checkin(worker)
     if result is _EXPIRED:  # used up before the job was sent (e.g. by the extraction)
         _timed_out(job, budget)
