@@ -71,11 +71,13 @@ def _value(m: re.Match) -> float:
     return -value if m.group("sign") == "-" else value
 
 
-def _parse(s: str, strict: bool) -> float | None:
-    """`number` without the finiteness check: None when `s` does not start with a number,
-    `nan` when it does but the number has no finite value (`2e400`, `3/0`). The difference
-    matters to `gsm_value`: an overflowing number is a wrong answer, not an invitation to
-    look for some other number in the text (which used to grade `2e400` as 2)."""
+def number(s: str, strict: bool) -> float | None:
+    """The number `s` denotes, or None (also for numbers without a finite value: `1e99999`).
+
+    strict: all of `s` must be the number (`$`, `,` separators, `%`, degrees and a final
+    `.` allowed). Otherwise the number may be followed by words ("18 dollars"), but not by
+    another number ("1 2 3": a list is not its first number).
+    """
     if len(s) > MAX_ANSWER_CHARS:
         return None
     plain = to_plain(s).strip()
@@ -87,24 +89,13 @@ def _parse(s: str, strict: bool) -> float | None:
         return None
     if rest[:1] and rest[0] in "^*/\\(+-=!":  # "2^10", "5\sqrt2", "3 + 4" are not numbers
         return None
-    if re.match(r"[,;]?\s*\d", rest):  # "1 2 3", "1, 2": a list is not its first number
+    if re.match(r"[,;]?\s*\d", rest):  # "1 2 3", "1, 2"
         return None
     try:
         value = _value(m)
     except (ZeroDivisionError, OverflowError, ValueError):
-        return math.nan
-    return value if math.isfinite(value) else math.nan
-
-
-def number(s: str, strict: bool) -> float | None:
-    """The number `s` denotes, or None (also for numbers without a finite value: `1e99999`).
-
-    strict: all of `s` must be the number (`$`, `,` separators, `%`, degrees and a final
-    `.` allowed). Otherwise the number may be followed by words ("18 dollars"), but not by
-    another number ("1 2 3").
-    """
-    value = _parse(s, strict)
-    return None if value is None or math.isnan(value) else value
+        return None
+    return value if math.isfinite(value) else None
 
 
 def gsm_value(answer: str | None) -> float | None:
@@ -112,16 +103,14 @@ def gsm_value(answer: str | None) -> float | None:
 
     "x = 18", "\\$18.00", "18 \\text{ dollars}" and "\\text{Janet makes } 18" are all 18.
     """
-    if answer is None:
-        return None
-    if len(answer) > MAX_ANSWER_CHARS:
+    if answer is None or len(answer) > MAX_ANSWER_CHARS:
         return None
     answer = re.split(r"=|\\approx|\u2248", answer)[-1]
-    value = _parse(answer, strict=False)
-    if value is None:  # a number among words: only if it is the only one
+    value = number(answer, strict=False)
+    if value is None:  # a number among words: only if it is the only one ("2e400" is one)
         numbers = NUMBER_IN_TEXT.findall(to_plain(answer))
         value = number(numbers[0], strict=True) if len(numbers) == 1 else None
-    return None if value is None or math.isnan(value) else value
+    return value
 
 
 def close(gold: float | None, pred: float | None) -> bool:
