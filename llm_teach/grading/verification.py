@@ -7,7 +7,8 @@ reasoning-gym tasks by the task's own `score_answer`.
 A grade has a hard time bound (`sandbox.GRADE_SECONDS` in all, in any thread): math-verify
 runs in the grading sandbox's worker processes, answers no parser could finish with are
 refused beforehand (`bounds.refusal`), and two integers are compared without sympy -- the
-common MATH case, which so never pays the sandbox's round trip.
+common MATH case, which so never pays the sandbox's round trip. Not charged to the bound: a
+worker's own start (about 2 s, once per process and after each kill; `STARTUP_SECONDS` caps it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from llm_teach.grading.extraction import after_hashes, benchmark_kind, extract_w
 from llm_teach.grading.numbers import close, gsm_value, number
 
 _INTEGER = re.compile(r"\s*[-+]?\d{1,300}\s*")
+
 
 @dataclass(frozen=True)
 class Grade:
