@@ -1,7 +1,15 @@
-"""SIGKILL a multi-step stage at random moments, re-run it, and compare with an uninterrupted run.
+"""The one SIGKILL harness: kill a run at chosen moments, re-run it, compare with an uninterrupted run.
 
-Shared by the STAT and ARTE tests (their stages have several dependent steps, so kills are timed
-against the whole stage rather than counted in units of one step).
+A preempted job gets no cleanup, so resuming must give exactly the bytes of a run that was
+never stopped. Two ways to choose the moment:
+
+- `killed_run_matches_reference`: SIGKILL a stage run several times at seeded random moments
+  (timed against an uninterrupted run, so kills land anywhere: inside model calls, between a
+  unit and its log line, inside a logit-store write), finish it, and compare every output and
+  work file byte for byte. The stage contract (tests/integration/test_stage_contract.py) uses
+  it for every stage, and the SSB CLI test for a real tiny model.
+- `kill_when`: SIGKILL once when the caller's condition holds (evaluation after N finished
+  items, ARTE while the teacher is being trained).
 """
 
 from __future__ import annotations
@@ -10,11 +18,13 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from conftest import ROOT
+
+Command = Callable[[Path], list[str]]  # the run's command line for an output directory
 
 
 def _started(out: Path, since: float) -> bool:
@@ -29,6 +39,12 @@ def _start(command: list[str], out: Path) -> tuple[subprocess.Popen, float]:
     while not _started(out, began) and proc.poll() is None:
         time.sleep(0.01)
     return proc, time.time()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def timed_run(command: list[str], out: Path) -> float:
@@ -46,22 +62,42 @@ def kill_at_random_times(command: list[str], out: Path, seconds: float, kills: i
     for _ in range(kills):
         proc, _ = _start(command, out)
         time.sleep(rng.uniform(0.1, 0.3) * seconds)
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _kill(proc)
 
 
-def killed_run_matches_reference(script: Path, tmp_path: Path, outputs: tuple[str, ...], seed: int) -> dict:
-    """`outputs` are the stage's final files, the one written last at the end. Run `script OUT` once uninterrupted and once killed 3 times then finished; assert the final
-    output and work files are byte-identical, counts and token usage equal, no `.part` left.
+def kill_when(command: list[str], ready: Callable[[], bool], after: float = 0.0, timeout: float = 300) -> None:
+    """Start `command`, wait until `ready()` (or the run ends, or `timeout`), wait `after`
+    seconds more, and SIGKILL it; it must still be running."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(after)
+    _kill(proc)
+
+
+def same_bytes(resumed: Path, reference: Path, name: str) -> bool:
+    """`name` holds the same bytes in both runs, once each run's own directory is named alike
+    (records may point into their run, e.g. a logit-store ref)."""
+    ours = (resumed / name).read_bytes().replace(str(resumed).encode(), str(reference).encode())
+    return ours == (reference / name).read_bytes()
+
+
+def killed_run_matches_reference(command: Command, tmp_path: Path, outputs: tuple[str, ...], seed: int,
+                                 kills: int = 3) -> dict:
+    """`outputs` are the stage's final files. Run `command`
+    once uninterrupted and once killed `kills` times then finished; assert the final output and
+    work files are byte-identical, counts and token usage equal, no `.part` left.
     Returns the reference manifest (for the caller's checks that every step had work)."""
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    seconds = timed_run([sys.executable, str(script), str(reference)], reference)
-    kill_at_random_times([sys.executable, str(script), str(resumed)], resumed, seconds, kills=3, seed=seed)
-    assert (resumed / "work").is_dir() and not (resumed / outputs[-1]).exists()  # killed before the last output
-    assert subprocess.run([sys.executable, script, resumed], cwd=ROOT, capture_output=True).returncode == 0
-    for name in [*outputs, *(f"work/{p.name}" for p in (reference / "work").iterdir())]:
-        assert (resumed / name).read_bytes() == (reference / name).read_bytes(), name
+    seconds = timed_run(command(reference), reference)
+    kill_at_random_times(command(resumed), resumed, seconds, kills=kills, seed=seed)
+    assert json.loads((resumed / "manifest.json").read_text())["status"] != "complete"  # killed before the end
+    finished = subprocess.run(command(resumed), cwd=ROOT, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    work = [str(p.relative_to(reference)) for p in sorted((reference / "work").rglob("*")) if p.is_file()]
+    for name in [*outputs, *work]:
+        assert same_bytes(resumed, reference, name), name
     manifest = json.loads((reference / "manifest.json").read_text())
     again = json.loads((resumed / "manifest.json").read_text())
     assert again["counts"] == manifest["counts"] and again["usage"] == manifest["usage"]

@@ -1,14 +1,13 @@
 """ARTE: preference-pair tables, the whole stage with a scripted teacher and student (the
-student's preferences controllable), the CLI on tiny-random with a real DPO step, and SmolLM2."""
+student's preferences controllable). The CLI on tiny-random with a real DPO step is in
+tests/integration, SmolLM2 in tests/slow."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from conftest import ROOT, run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.errors import UserError
@@ -17,7 +16,7 @@ from llm_teach.stages.arte_pairs import question_pairs, rationale_pair
 from llm_teach.stages.arte_prompts import brainstorms, one_shot_prompt
 from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
-from stage_kill import killed_run_matches_reference
+from stage_cases import ARTE_CONFIG, ARTE_OUTPUTS, QUESTIONS, arte_models
 
 NO_BENCHMARKS = DecontamConfig(benchmarks=[])
 
@@ -74,25 +73,6 @@ def test_config_validation():
 
 
 # -- the whole stage with scripted models -------------------------------------------------------
-
-QUESTIONS = [  # what the scripted teacher brainstorms, in order: 2 draft prompts x 4, then the final ones
-    "A farmer packs 96 apples into crates of 8. How many crates does he fill?",
-    "Lena reads 23 pages of her novel every evening. How many pages after two weeks?",
-    "A jar holds 14 dimes and 9 quarters. What is the total value in cents?",
-    "Runners complete 12 laps of a 400 metre track. How far is that in kilometres?",
-    "Two trains leave towns 300 km apart at 60 and 90 km/h toward each other. When do they meet?",
-    "Each garden bed gets 35 seeds and 4 of every 5 sprout. How many sprouts from 6 beds?",
-    "A floor of 9 by 12 metres is covered with half-metre square tiles. How many tiles are needed?",
-    "An album has 13 songs averaging 3.5 minutes. How long is it in minutes?",
-    "Eggs come in cartons of a dozen; a bakery uses 150 eggs. How many cartons must it open?",
-    "Climbing a hill takes 1200 steps and Omar has climbed 475. How many are left?",
-    "Seven wires each hold 18 birds until a third of them fly off. How many remain?",
-    "A parking lot has 14 rows of 22 spaces and 57 are empty. How many cars are parked?",
-    "A recipe needs 2.25 cups of flour per cake. How much flour for 8 cakes?",
-    "Mia owns 340 stamps and gives a fifth to her cousin. How many does she keep?",
-    "A lake rents 15 boats at 12 dollars per hour for 3 hours. What is the income?",
-    "A hall seats 28 rows of 35 chairs. How many people can sit?",
-]
 
 
 def _scripted(problems):
@@ -178,159 +158,16 @@ def test_arte_refuses_a_served_teacher_and_too_few_problems(tmp_path):
         arte(problems[:1], Models.of(teacher, student), ARTEConfig(), tmp_path / "b")
 
 
-# -- the CLI on tiny-random (with a real DPO step), and SmolLM2 ---------------------------------
-
-FAST = ["--set", "max_new_tokens=8", "--set", "question_max_new_tokens=12", "--set", "probe_max_new_tokens=8",
-        "--set", "questions_per_prompt=2", "--set", "styles=[concise, step_by_step]", "--set", "allow_ties=true",
-        "--set", "require_answer=false", "--set", "dpo.max_steps=1", "--set", "decontamination.benchmarks=[]"]
-
-
-def test_cli_on_tiny_random_aligns_the_teacher_and_survives_sigkill_during_dpo(tmp_path):
-    import signal
-    import subprocess
-    import time
-
-    from conftest import CLI
-
-    args = ["generate", "arte", "--teacher", "tiny-random", "--student", "tiny-random", "--data", "rg:chain_sum",
-            "--limit", "6", *FAST]
-    out = tmp_path / "arte"
-    first = run_cli(*args, "--out", out)
-    assert first.returncode == 0, first.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["stage"] == "arte"
-    summary = manifest["summary"]
-    assert summary["probe"] == 3 and summary["aligned"] is True
-    assert re.fullmatch(r"teacher_dpo/pairs-[0-9a-f]{16}/(adapter|model)", summary["aligned_teacher"])
-    assert (out / summary["aligned_teacher"]).is_dir()
-    assert json.loads(((out / summary["aligned_teacher"]).parent / "manifest.json").read_text())["status"] == "complete"
-    assert "aligned_teacher" in manifest["usage"]  # the final data came from the aligned checkpoint
-    drafts = read_jsonl(out / "drafts.jsonl")
-    pairs = read_jsonl(out / "dpo_pairs.jsonl")
-    assert len(pairs) == summary["dpo_pairs"] > 0 and all(set(p) >= {"prompt", "chosen", "rejected"} for p in pairs)
-    assert manifest["counts"]["probe/answers"] == 3 * sum(len(d["rationales"]) for d in drafts)
-    sft = read_jsonl(out / "sft.jsonl")
-    assert len(sft) == manifest["counts"]["records/sft.jsonl"] > 0
-    assert all(r["messages"][-1]["role"] == "assistant" for r in sft)
-
-    # Kill a second run while the teacher is being trained, re-run: the same records.
-    resumed = tmp_path / "resumed"
-    proc = subprocess.Popen([*CLI, *map(str, args), "--out", str(resumed)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (resumed / "teacher_dpo").exists() and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (resumed / "sft.jsonl").exists()
-    again = run_cli(*args, "--out", resumed)
-    assert again.returncode == 0, again.stderr
-    for name in ("drafts.jsonl", "dpo_pairs.jsonl", "sft.jsonl"):
-        assert (resumed / name).read_bytes() == (out / name).read_bytes(), name
-
-
-@pytest.mark.slow
-def test_arte_on_smollm2(tmp_path, smollm2_dir):
-    """A real teacher and a pruned student through every step, DPO included (ties allowed: a
-    12-layer student scores ~0 on every probe, and without pairs nothing would be trained)."""
-    out = tmp_path / "arte"
-    result = run_cli("generate", "arte", "--teacher", "smollm2-135m", "--student", "smollm2-135m?layers=12",
-                     "--data", "rg:chain_sum", "--limit", "4", "--out", out,
-                     "--set", "max_new_tokens=64", "--set", "question_max_new_tokens=48",
-                     "--set", "probe_max_new_tokens=48", "--set", "questions_per_prompt=2",
-                     "--set", "styles=[concise, step_by_step]", "--set", "dpo.max_steps=2",
-                     "--set", "require_answer=false", "--set", "allow_ties=true")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete"
-    drafts = read_jsonl(out / "drafts.jsonl")
-    assert drafts and all(len(d["question"]) >= 10 for d in drafts)
-    assert manifest["summary"]["aligned"] is True and manifest["usage"]["aligned_teacher"]["completions"] > 0
-    assert len(read_jsonl(out / "sft.jsonl")) == manifest["summary"]["sft_records"]
-
-
-# -- SIGKILL at random points, re-run, and get exactly the uninterrupted output -----------------
-
-def pure_models(problems, delay: float = 0.0):
-    """A scripted teacher and student whose outputs are pure functions of (prompt, sample,
-    seed), as a seeded real model's are; the student's one-shot success depends on the
-    demonstration, so scores differ and pairs exist."""
-    import time
-    import zlib
-
-    gold = {p.question: p.answer for p in problems}
-
-    def teacher(text, i, seed):
-        time.sleep(delay)
-        if "Write one new question" in text:
-            return "Question: " + QUESTIONS[(seed * 7 + i) % len(QUESTIONS)]
-        return f"reasoning {zlib.crc32(text.encode()) % 1000} so \\boxed{{{seed % 7 + i}}}"
-
-    def student(text, i, seed):
-        time.sleep(delay)
-        last = text.rsplit("user: ", 1)[-1]
-        question = next(q for q in gold if q in last)
-        good = zlib.crc32(text[: -len(last)].encode()) % 3 == 0
-        return f"\\boxed{{{gold[question] if good else 'no'}}}"
-
-    return ScriptedBackend(teacher, "teacher"), ScriptedBackend(student, "student")
-
-
-PURE_CONFIG = dict(align=False, chunk_size=1, probe_size=3, draft_prompts=4, final_prompts=3,
-                   decontamination=NO_BENCHMARKS)
-OUTPUTS = ("drafts.jsonl", "probe.jsonl", "dpo_pairs.jsonl", "sft.jsonl")
-
+# -- a re-run over more problems (the stage contract's models: tests/stage_cases.py) ----------
 
 def test_a_rerun_over_more_problems_equals_a_fresh_run(tmp_path):
     small, large = load_problems("rg:chain_sum", limit=6), load_problems("rg:chain_sum", limit=9)
-    arte(small, Models.of(*pure_models(small)), ARTEConfig(**PURE_CONFIG), tmp_path / "grown")
-    grown = arte(large, Models.of(*pure_models(large)), ARTEConfig(**PURE_CONFIG), tmp_path / "grown")
-    fresh = arte(large, Models.of(*pure_models(large)), ARTEConfig(**PURE_CONFIG), tmp_path / "fresh")
+    arte(small, Models.of(*arte_models(small)), ARTEConfig(**ARTE_CONFIG), tmp_path / "grown")
+    grown = arte(large, Models.of(*arte_models(large)), ARTEConfig(**ARTE_CONFIG), tmp_path / "grown")
+    fresh = arte(large, Models.of(*arte_models(large)), ARTEConfig(**ARTE_CONFIG), tmp_path / "fresh")
     assert grown["summary"]["dpo_pairs"] > 0 and grown["summary"]["sft_records"] > 0
-    for name in OUTPUTS:
+    for name in ARTE_OUTPUTS:
         assert (tmp_path / "grown" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     assert grown["counts"] == fresh["counts"]
 
 
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-from llm_teach.data import load_problems
-from llm_teach.stages.arte import ARTEConfig, arte
-from llm_teach.stages.roles import Models
-from test_stage_arte import PURE_CONFIG, pure_models
-
-problems = load_problems("rg:chain_sum", limit=12)
-arte(problems, Models.of(*pure_models(problems, delay=0.03)), ARTEConfig(**PURE_CONFIG), sys.argv[1])
-"""
-
-
-def test_arte_survives_sigkill_with_identical_records(tmp_path):
-    script = tmp_path / "run_arte.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
-    manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=7)
-    assert manifest["summary"]["dpo_pairs"] > 0 and manifest["summary"]["sft_records"] > 0  # every step had work
-
-
-def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
-    """Backends are made when a unit needs them: re-running a finished run (as a resume after
-    the last unit would) makes none, where it used to load teacher and student up front."""
-    import llm_teach.stages.roles as models_module
-
-    problems = load_problems("rg:chain_sum", limit=6)
-    teacher, student = pure_models(problems)
-    made = []
-
-    def make_backend(spec, options):
-        made.append(spec)
-        return {"teacher": teacher, "student": student}[spec]
-
-    monkeypatch.setattr(models_module, "make_backend", make_backend)
-    first = arte(problems, Models("teacher", "student"), ARTEConfig(**PURE_CONFIG), tmp_path)
-    assert sorted(made) == ["student", "teacher"]  # each made once, though many units used them
-    made.clear()
-    again = arte(problems, Models("teacher", "student"), ARTEConfig(**PURE_CONFIG), tmp_path)
-    assert made == []
-    assert again["counts"] == first["counts"] and again["usage"] == first["usage"]
-    assert first["usage"]["teacher"]["generate_calls"] > 0 and first["usage"]["student"]["generate_calls"] > 0
