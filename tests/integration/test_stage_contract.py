@@ -26,13 +26,17 @@ from stage_cases import CASES, StageCase, run_case
 
 
 def case_of(stage: str, request: pytest.FixtureRequest | None = None) -> StageCase:
-    """The stage's entry in CASES (missing: the test fails); a known gap of the stage in the
-    requesting test marks it xfail (strict: fixing the stage makes the test say so)."""
+    """The stage's entry in CASES (missing: the test fails). The entry may skip the requesting
+    test (too slow, with the reason) or mark it xfail for a known gap of the stage (strict:
+    fixing the stage makes the test say so)."""
     if stage not in CASES:
         pytest.fail(f"stage '{stage}' has no entry in tests/stage_cases.py CASES: add its problems, models and options")
     case = CASES[stage]
-    if request is not None and request.node.originalname in case.gaps:
-        request.applymarker(pytest.mark.xfail(reason=case.gaps[request.node.originalname], strict=True))
+    test = request.node.originalname if request is not None else None
+    if test in case.skips:
+        pytest.skip(case.skips[test])
+    if test in case.gaps:
+        request.applymarker(pytest.mark.xfail(reason=case.gaps[test], strict=True))
     return case
 
 
