@@ -1,5 +1,5 @@
 """Losses of the trainers, in two families; small functions and `nn.Module`s with shapes in
-their docstrings, tested against dense references (tests/test_losses.py).
+their docstrings, tested against dense references (tests/unit/test_losses.py).
 
 * `distill`: logit distillation (SSB, sequence KD, GKD-style): the divergence against
   full-vocabulary teacher logits or the teacher's stored top-k, `DistillLoss`, and

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from conftest import run_cli
 
 
@@ -81,13 +79,3 @@ def test_finished_run_is_reused_only_for_the_same_data(tmp_path):
     assert (tmp_path / "o" / "manifest.json").read_text() == stamp  # not retrained
     data.write_text(data.read_text() + json.dumps({"prompt": "Say 9.", "completion": "9"}) + "\n")
     check_error(run_cli(*args), "different data")
-
-
-def test_choice_fields_are_checked_for_configs_built_in_python():
-    from llm_teach.trainers.distill import DistillConfig
-    from llm_teach.trainers.kdrl import KDRLConfig
-
-    with pytest.raises(ValueError, match="'kd_mask': 'groups' is not one of"):
-        KDRLConfig(model="tiny-random", data="rg:chain_sum", teacher="tiny-random", kd_mask="groups")
-    with pytest.raises(ValueError, match="'teacher_backend': 'vllm-server' is not one of"):
-        DistillConfig(model="tiny-random", data="x.jsonl", teacher_backend="vllm-server")

@@ -1,20 +1,14 @@
-"""SSB: selection logic with a scripted model, plumbing with tiny-random, the CLI, and SmolLM2."""
+"""SSB: selection logic with a scripted model (tiny-random and the CLI: tests/integration)."""
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
 
-from conftest import run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.logit_store import TopKLogitStore
 from llm_teach.stages.roles import Models
-from llm_teach.stages.ssb import LogitSink, SSBConfig, _Graded, pick_pair, ssb
+from llm_teach.stages.ssb import SSBConfig, _Graded, pick_pair, ssb
 from scripted_backend import ScriptedBackend
-
-FAST = ["--set", "max_new_tokens=16", "--set", "explain_max_new_tokens=16", "--set", "chunk_size=4"]
 
 
 def G(correct, extracted, key=None):
@@ -86,61 +80,3 @@ def test_ssb_drops_problems_without_both_right_and_wrong(tmp_path):
     always_wrong = ScriptedBackend(lambda text, i, seed: "no idea")
     manifest = ssb(problems, Models.of(always_wrong), SSBConfig(), tmp_path / "wrong")
     assert manifest["counts"]["rejected/all_wrong"] == 3
-
-
-def test_logit_sink_stores_real_teacher_scores(tmp_path, tiny_backend):
-    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
-    scored = tiny_backend.score([prompt], ["It is 5, so \\boxed{5}"], top_k=4)[0]
-    sink = LogitSink(tmp_path / "logits", SSBConfig(top_k=4), "tiny-random")
-    ref = sink.put("p1", scored)
-    assert sink.put("p1", scored) == ref  # a redone unit gets the stored ref back
-    sink.close()
-    again = LogitSink(tmp_path / "logits", SSBConfig(top_k=4), "tiny-random")
-    assert again.put("p1", scored) == ref  # and so does a resumed run
-    again.close()
-    rec = TopKLogitStore(tmp_path / "logits").get(ref)
-    assert list(rec.token_ids) == scored.token_ids
-    assert rec.topk_ids[0, 0] == max(scored.top_k[0], key=scored.top_k[0].get)
-    assert rec.token_logprobs[0] == pytest.approx(scored.logprobs[0], abs=1e-5)
-
-
-def test_cli_on_tiny_random_and_rerun_is_a_no_op(tmp_path):
-    out = tmp_path / "ssb"
-    args = ["generate", "ssb", "--teacher", "tiny-random", "--data", "rg:chain_sum", "--limit", "6", "--out", out, *FAST]
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["stage"] == "ssb"
-    assert manifest["counts"]["problems"] == 6 and manifest["counts"]["rollouts/wrong"] + manifest["counts"]["rollouts/correct"] == 24
-    assert manifest["usage"]["student"]["completions"] == 24 and manifest["prompts"]["ssb/solve.jinja"].startswith("sha256:")
-    assert len(read_jsonl(out / "rollouts.jsonl")) == 6 and (out / "records.jsonl").exists()
-    before = (out / "rollouts.jsonl").read_text()
-    second = run_cli(*args)
-    assert second.returncode == 0 and (out / "rollouts.jsonl").read_text() == before
-    assert json.loads((out / "manifest.json").read_text())["usage"] == manifest["usage"]
-
-
-def test_cli_bad_input_is_one_line_exit_2(tmp_path):
-    bad = run_cli("generate", "ssb", "--teacher", "tiny-random", "--data", "rg:chain_sum", "--limit", "2",
-                  "--out", tmp_path / "x", "--set", "rolouts=3")
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
-    assert "unknown key 'rolouts'; did you mean 'rollouts'?" in bad.stderr
-    bad = run_cli("generate", "ssb", "--teacher", "no-such-model", "--data", "rg:chain_sum", "--out", tmp_path / "y")
-    assert bad.returncode == 2 and "unknown model spec 'no-such-model'" in bad.stderr
-    bad = run_cli("generate", "ssb", "--teacher", "tiny-random", "--data", "rg:chain_sum", "--out", tmp_path / "z",
-                  "--decontaminate", "x.jsonl")
-    assert bad.returncode == 2 and "generates no new problems" in bad.stderr
-
-
-@pytest.mark.slow
-def test_ssb_on_smollm2(tmp_path, smollm2_dir):
-    out = tmp_path / "ssb"
-    result = run_cli("generate", "ssb", "--teacher", "smollm2-135m", "--data", "rg:chain_sum", "--limit", "4",
-                     "--out", out, "--set", "max_new_tokens=96", "--set", "explain_max_new_tokens=128")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    rollouts = read_jsonl(out / "rollouts.jsonl")
-    assert len(rollouts) == 4 and manifest["counts"]["problems"] == 4
-    assert any(a is not None for r in rollouts for a in r["answers"])  # a real model answers in \boxed{}
-    for record in read_jsonl(out / "records.jsonl"):
-        assert re.search(r"\\boxed\{", record["completion"]) and record["logits_ref"]["length"] > 0

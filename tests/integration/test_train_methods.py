@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import run_cli
 
@@ -121,14 +120,3 @@ def test_grpo_cli_rewards_correct_answers(tmp_path, boxed_tiny):
     assert all("rewards/correctness/mean" in r and "rewards/boxed_format/mean" in r for r in rows)
     assert any(r["reward_std"] > 0 for r in rows), "no reward variance: GRPO had nothing to learn from"
     assert any(r["loss"] != 0 for r in rows)
-
-
-def test_grpo_rewards_grade_with_the_problem_source():
-    from llm_teach.trainers.grpo import boxed_format, correctness
-
-    completions = [[{"role": "assistant", "content": "so \\boxed{1,000}"}], [{"role": "assistant", "content": "1000"}],
-                   [{"role": "assistant", "content": "\\boxed{-5}"}]]
-    golds = ["1000", "1000", "5"]
-    assert correctness(completions, golds, ["gsm8k"] * 3, ["{}"] * 3) == [1.0, 1.0, 0.0]
-    assert boxed_format(completions) == [1.0, 0.0, 1.0]
-    assert torch.tensor(correctness(["\\boxed{7}"], ["7"], ["math500"], ["{}"])).item() == 1.0

@@ -30,7 +30,7 @@ from typing import Callable
 import pytest
 
 from conftest import CLI, ROOT, check_one_line_error, run_cli
-from stage_kill import units_done
+from sigkill import units_done
 
 SECRET = "S3CRET"  # never to be printed or written anywhere
 LATIN1 = "caf\xe9".encode("latin-1")  # bytes that are not UTF-8

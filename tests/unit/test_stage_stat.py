@@ -1,5 +1,5 @@
 """STAT: parsing and selection tables, the whole stage with a scripted teacher and student
-(outputs controllable), the CLI on tiny-random (schemas, counts, resume), and SmolLM2."""
+(outputs controllable). The CLI on tiny-random is in tests/integration, SmolLM2 in tests/slow."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ from collections import Counter
 
 import pytest
 
-from conftest import ROOT, run_cli
 from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
-from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
 from llm_teach.grading import Grade
-from llm_teach.stages.roles import Models
 from llm_teach.stages.parsing import dedupe_skills, match_skills, parse_name_list, parse_problem, parse_skill_file
+from llm_teach.stages.roles import Models
 from llm_teach.stages.stat import STATConfig, is_difficult, shown_response, stat
 from llm_teach.stages.stat_profile import allocate, skill_profile
 from llm_teach.stages.stat_sel import select
 from llm_teach.stages.stat_syn import agreeing_solutions
 from scripted_backend import ScriptedBackend
-from stage_kill import killed_run_matches_reference
+from stage_cases import STAT_CONFIG, STAT_OUTPUTS, stat_models
 
 NO_BENCHMARKS = DecontamConfig(benchmarks=[])  # the scripted tests do not need GSM8K/MATH-500 loaded
 
@@ -277,158 +275,18 @@ def test_skills_file_and_sel_only(tmp_path):
         stat(problems, Models.of(teacher, student), STATConfig(skills_file=str(tmp_path / "none.txt")), tmp_path / "x")
 
 
-# -- the CLI on tiny-random, and SmolLM2 --------------------------------------------------------
-
-FAST = ["--set", "max_new_tokens=12", "--set", "list_max_new_tokens=12", "--set", "chunk_size=3",
-        "--set", "decontamination.benchmarks=[]"]
-
-
-def test_cli_on_tiny_random_writes_every_output_and_rerun_is_a_no_op(tmp_path):
-    out = tmp_path / "stat"
-    args = ["generate", "stat", "--teacher", "tiny-random", "--student", "tiny-random", "--data", "rg:chain_sum",
-            "--limit", "6", "--out", out, *FAST]
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["stage"] == "stat"
-    assert manifest["usage"]["student"]["completions"] == 24 and manifest["inputs"]["problems"] == 6
-    assert all(h.startswith("sha256:") for h in manifest["prompts"].values())
-    for name in ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl",
-                 "synthetic.jsonl", "sft.jsonl"):
-        assert (out / name).exists(), name
-    answers = read_jsonl(out / "answers.jsonl")
-    assert len(answers) == 6 and all(len(a["completions"]) == 4 for a in answers)
-    assert sum(manifest["counts"].get(f"answers/{r}", 0) for r in ("wrong", "inconsistent", "solved")) == 6
-    assert len(read_jsonl(out / "labels.jsonl")) == 6
-    before = {p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name != "manifest.json"}
-    second = run_cli(*args)
-    assert second.returncode == 0, second.stderr
-    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name != "manifest.json"} == before
-    assert json.loads((out / "manifest.json").read_text())["usage"] == manifest["usage"]
-
-
-@pytest.mark.slow
-def test_stat_on_smollm2(tmp_path, smollm2_dir):
-    """A real model through every step; with a given skill list, so labels and judgements are
-    matched against names a 135M model can copy (it rarely writes a usable list itself)."""
-    out = tmp_path / "stat"
-    skills = tmp_path / "skills.txt"
-    skills.write_text("addition\nsubtraction\nmulti-digit arithmetic\nnegative numbers\n")
-    result = run_cli("generate", "stat", "--teacher", "smollm2-135m", "--data", "rg:chain_sum", "--limit", "4",
-                     "--out", out, "--set", "max_new_tokens=64", "--set", "list_max_new_tokens=64",
-                     "--set", f"skills_file={skills}", "--set", "syn_size=2")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["counts"]["records/answers.jsonl"] == 4
-    answers = read_jsonl(out / "answers.jsonl")
-    assert any(a is not None for r in answers for a in r["answers"])  # a real model answers in \boxed{}
-    names = ["addition", "subtraction", "multi-digit arithmetic", "negative numbers"]
-    assert json.loads((out / "skills.json").read_text())["skills"] == names
-    assert all(set(r["skills"]) <= set(names) for r in read_jsonl(out / "labels.jsonl"))
-    for record in read_jsonl(out / "sft.jsonl"):
-        assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
-
-
-# -- SIGKILL at random points, re-run, and get exactly the uninterrupted output -----------------
-
-SYN_TEMPLATES = ["A baker sells {n} rolls in the morning and 9 in the evening. How many rolls?",
-                 "Ivy swims {n} lengths on Monday, then twice as many on Tuesday. Total lengths?",
-                 "A crate weighs {n} kg and a lid adds 4 kg; what do three crates with lids weigh?",
-                 "Paolo saves {n} euros a week for 6 weeks and spends 20. What is left?"]
-
-
-def pure_models(problems, delay: float = 0.0):
-    """A scripted teacher and student whose outputs are pure functions of (prompt, sample,
-    seed) -- what a seeded real model is -- with every branch of the stage exercised: some
-    answers right, some inconsistent, skills named and not, written problems agreeing or not."""
-    import time
-    import zlib
-
-    gold = {p.question: int(p.answer) for p in problems}
-    index = {q: k for k, q in enumerate(gold)}
-
-    def find(text):
-        return next((q for q in gold if q in text), None)
-
-    def teacher(text, i, seed):
-        time.sleep(delay)
-        h = zlib.crc32(text.encode())
-        if "List the distinct skills" in text:
-            return '["addition", "subtraction", "carrying", "sign handling"]'
-        if "Which of the skills above" in text:
-            return ["addition, carrying", "subtraction", "sign handling, addition"][index[find(text)] % 3]
-        if "Decide which skills the student is missing" in text:
-            return ["- carrying", '["subtraction", "sign handling"]', "none"][h % 3]
-        if "Write one new problem" in text:
-            return SYN_TEMPLATES[seed % 4].format(n=seed % 90 + 10)
-        q = find(text)
-        if q is None:  # a written problem: its solutions agree unless its text hashes odd
-            return f"so \\boxed{{{h % 50 + (i if h % 2 else 0)}}}"
-        return f"so \\boxed{{{gold[q] + (seed + i) % 2}}}"
-
-    def student(text, i, seed):
-        time.sleep(delay)
-        g = gold[find(text)]
-        return f"\\boxed{{{g + (seed + i * index[find(text)]) % 3}}}"
-
-    return ScriptedBackend(teacher, "teacher"), ScriptedBackend(student, "student")
-
-
-PURE_CONFIG = dict(chunk_size=1, syn_size=8, decontamination=NO_BENCHMARKS)
-
+# -- a re-run over more problems (the stage contract's models: tests/stage_cases.py) ----------
 
 def test_a_rerun_over_more_problems_equals_a_fresh_run(tmp_path):
     """Steps computed from earlier results are keyed by them: a second run in the same OUT with
     a larger --limit redoes what changed and ends exactly where a fresh run over all ends."""
     small, large = load_problems("rg:chain_sum", limit=4), load_problems("rg:chain_sum", limit=7)
-    stat(small, Models.of(*pure_models(small)), STATConfig(**PURE_CONFIG), tmp_path / "grown")
-    grown = stat(large, Models.of(*pure_models(large)), STATConfig(**PURE_CONFIG), tmp_path / "grown")
-    fresh = stat(large, Models.of(*pure_models(large)), STATConfig(**PURE_CONFIG), tmp_path / "fresh")
+    stat(small, Models.of(*stat_models(small)), STATConfig(**STAT_CONFIG), tmp_path / "grown")
+    grown = stat(large, Models.of(*stat_models(large)), STATConfig(**STAT_CONFIG), tmp_path / "grown")
+    fresh = stat(large, Models.of(*stat_models(large)), STATConfig(**STAT_CONFIG), tmp_path / "fresh")
     assert grown["summary"]["sft_records"] > 0 and grown["summary"]["syn_records"] > 0
-    for name in OUTPUTS:
+    for name in STAT_OUTPUTS:
         assert (tmp_path / "grown" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     assert grown["counts"] == fresh["counts"]
 
 
-KILL_SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-from llm_teach.data import load_problems
-from llm_teach.stages.roles import Models
-from llm_teach.stages.stat import STATConfig, stat
-from test_stage_stat import PURE_CONFIG, pure_models
-
-problems = load_problems("rg:chain_sum", limit=12)
-stat(problems, Models.of(*pure_models(problems, delay=0.04)), STATConfig(**PURE_CONFIG), sys.argv[1])
-"""
-
-OUTPUTS = ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl", "synthetic.jsonl",
-           "sft.jsonl")
-
-
-def test_stat_survives_sigkill_with_identical_records(tmp_path):
-    script = tmp_path / "run_stat.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests")))
-    manifest = killed_run_matches_reference(script, tmp_path, OUTPUTS, seed=5)
-    assert manifest["summary"]["sel_records"] > 0 and manifest["summary"]["syn_records"] > 0  # every step had work
-
-
-def test_a_finished_run_rerun_loads_no_model(tmp_path, monkeypatch):
-    """Backends are made when a unit first calls them (`run.backend` holds a factory): a re-run
-    of a finished run, or a resume past the steps that use a model, loads none."""
-    import llm_teach.stages.roles as models_module
-
-    problems = load_problems("rg:chain_sum", limit=4)
-    teacher, student = pure_models(problems)
-    made = []
-
-    def make_backend(spec, options):
-        made.append(spec)
-        return {"teacher": teacher, "student": student}[spec]
-
-    monkeypatch.setattr(models_module, "make_backend", make_backend)
-    first = stat(problems, Models("teacher", "student"), STATConfig(**PURE_CONFIG), tmp_path)
-    assert sorted(made) == ["student", "teacher"]
-    made.clear()
-    again = stat(problems, Models("teacher", "student"), STATConfig(**PURE_CONFIG), tmp_path)
-    assert made == [] and again["counts"] == first["counts"] and again["usage"] == first["usage"]

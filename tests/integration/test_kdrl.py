@@ -1,4 +1,4 @@
-"""KDRL through the trainer (the loss-level math is tested in test_losses.py): the teacher
+"""KDRL through the trainer (the loss-level math is tested in tests/unit/test_losses.py): the teacher
 term is exact where it must be (teacher == student gives R == 0, also across padded
 vocabularies and through a scoring Backend), kd_loss/beta are logged every step, the beta
 schedule and reward-guided masking do what they say, and tokenizer mismatches are refused."""
@@ -149,33 +149,3 @@ def test_mismatched_tokenizer_is_refused(tmp_path, tiny_model_dir, problems):
     assert res.returncode == 2
     assert "different tokenizer" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("values, message", [
-    ({}, "needs a teacher"),
-    ({"teacher": "tiny-random", "kd_estimator": "k4"}, "kd_estimator"),
-    ({"teacher": "tiny-random", "kd_mask": "wrong"}, "kd_mask"),
-    ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
-])
-def test_kdrl_config_is_validated(values, message):
-    from llm_teach.errors import UserError
-    from llm_teach.trainers import make_config
-
-    with pytest.raises(UserError, match=message):
-        make_config("kdrl", {"model": "tiny-random", "data": "rg:chain_sum", **values})
-
-
-@pytest.mark.slow
-def test_smollm2_kdrl_lora(tmp_path, smollm2_dir):
-    """The real thing, small: SmolLM2-135M teaches its 6-layer pruning, LoRA on the student."""
-    problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS[:2]))
-    out = tmp_path / "out"
-    res = run_cli("train", "--method", "kdrl", "--model", "smollm2-135m?layers=6", "--teacher", "smollm2-135m",
-                  "--data", problems, "--max-steps", "2", "--out", out, "--lora-r", "8",
-                  "--set", "max_completion_length=16", "--set", "num_generations=2",
-                  "--set", "per_device_train_batch_size=2", "--set", "teacher_batch_size=2")
-    assert res.returncode == 0, res.stderr[-2000:]
-    rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2] and all(r["kd_loss"] > 0 and r["beta"] == 5e-3 for r in rows)
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()

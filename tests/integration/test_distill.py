@@ -196,21 +196,6 @@ def test_records_are_checked_before_any_teacher_runs(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"divergence": "kl"}, "key 'divergence'"),
-    ({"teacher_backend": "served"}, "key 'teacher_backend'"),
-    ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
-    ({"temperature": 0}, "temperature > 0"),
-])
-def test_distill_config_is_validated(values, message):
-    from llm_teach.errors import UserError
-    from llm_teach.trainers import make_config
-
-    with pytest.raises(UserError, match=message) as info:
-        make_config("distill", {"model": "tiny-random", "data": "records.jsonl", **values})
-    assert "\n" not in str(info.value)
-
-
 def test_served_teacher_scores_each_record_once(scored_records, tmp_path, monkeypatch):
     """The served-teacher path (any Backend with score(top_k)): every record is scored into
     OUT/teacher_logits once, its records are written with logits_ref, and a second build (a

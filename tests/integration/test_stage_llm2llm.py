@@ -1,29 +1,18 @@
-"""LLM2LLM: validation logic with a scripted teacher and a really trained tiny student; the CLI."""
+"""LLM2LLM: validation logic with a scripted teacher and a really trained tiny student; the CLI.
+(Parsing the teacher's text: tests/unit; SmolLM2: tests/slow.)"""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from conftest import run_cli
-from llm_teach.data import Problem, load_problems, read_jsonl
+from llm_teach.data import load_problems, read_jsonl
 from llm_teach.data.decontam import DecontamConfig
-from llm_teach.stages.llm2llm import LLM2LLMConfig, llm2llm, parse_generated
+from llm_teach.stages.llm2llm import LLM2LLMConfig, llm2llm
 from llm_teach.stages.roles import Models
 from scripted_backend import ScriptedBackend
 
 LEAKED = "A bakery sells 120 croissants every morning and donates a third of the leftovers to the shelter down the street"
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("Question: What is 2+2?\nSolution: 2+2=4, so \\boxed{4}", ("What is 2+2?", "2+2=4, so \\boxed{4}")),
-    ("Sure! question: A?\nAnswer: B", ("A?", "B")),
-    ("no format at all", None),
-    ("Question: \nSolution: ", None),
-])
-def test_parse_generated(text, expected):
-    assert parse_generated(text) == expected
 
 
 def _teacher(seeds):
@@ -102,21 +91,3 @@ def test_cli_on_tiny_random(tmp_path):
     assert len(read_jsonl(out / "train.jsonl")) >= 4 and len(read_jsonl(out / "rounds.jsonl")) == 1
     (train_dir,) = (out / "round1").glob("train-*")
     assert (train_dir / "model" / "config.json").exists()
-
-
-@pytest.mark.slow
-def test_llm2llm_on_smollm2(tmp_path, smollm2_dir):
-    """A real teacher writes and re-solves problems for a real (pruned) student's mistakes."""
-    out = tmp_path / "l2l"
-    result = run_cli("generate", "llm2llm", "--teacher", "smollm2-135m", "--student", "smollm2-135m?layers=24",
-                     "--data", "rg:chain_sum", "--limit", "3", "--out", out, "--set", "rounds=1",
-                     "--set", "train.max_steps=1", "--set", "eval_max_new_tokens=48", "--set", "new_per_wrong=2",
-                     "--set", "teacher_max_new_tokens=160", "--set", "solve_max_new_tokens=96")
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    rounds = read_jsonl(out / "rounds.jsonl")
-    assert rounds[0]["wrong"] >= 1 and rounds[0]["generated"] == 2 * rounds[0]["wrong"]
-    assert rounds[0]["generated"] == rounds[0]["added"] + sum(rounds[0]["rejected"].values())
-    assert manifest["usage"]["teacher"]["completion_tokens"] > 0
-    for problem in read_jsonl(out / "problems.jsonl")[3:]:  # whatever survived validation is well formed
-        assert problem["question"] and problem["answer"] and problem["meta"]["round"] == 1
