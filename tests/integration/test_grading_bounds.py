@@ -18,13 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import shared_data
 from llm_teach.grading import Grade, extract_answer, grade, is_correct, last_boxed, stats
 from llm_teach.grading import sandbox
 from llm_teach.grading.bounds import MAX_DIGITS, nesting, refusal, shorten, tower_digits
 from llm_teach.grading.extraction import answer_tail
 from llm_teach.grading.numbers import gsm_value
 
-MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500" / "test.jsonl"
+MATH500 = shared_data("math500", "test.jsonl")
 
 # (completion, gold, benchmark, expected): each used to be graded correct.
 FALSE_POSITIVES = [

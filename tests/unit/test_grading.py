@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from llm_teach.errors import UserError
 from llm_teach.grading import Grade, answer_key, extract_answer, grade, is_correct, last_boxed, majority_vote
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MATH500 = SHARED / "data" / "math500" / "test.jsonl"
-GSM8K = SHARED / "data" / "gsm8k" / "test.jsonl"
+MATH500 = shared_data("math500", "test.jsonl")
+GSM8K = shared_data("gsm8k", "test.jsonl")
 
 GSM_SOLUTION = (
     "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
