@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
