@@ -5,7 +5,8 @@ The model is its own teacher, seen in two contexts. For each problem:
 1. K rollouts from the model on the bare problem; each is graded against the gold answer.
 2. Problems where every rollout is right, or every one wrong, teach nothing and are dropped.
 3. From the rest: one correct rollout, and a rollout with the MOST COMMON wrong answer
-   (wrong answers grouped by `answer_key`, so "1,000" and "1000.0" are one mistake).
+   (wrong answers grouped by verified equivalence, `answer_groups`, so "1,000" and "1000.0",
+   `\\sqrt2` and `\\sqrt{2}` are one mistake).
 4. The model, given the problem plus both responses labelled correct / wrong, writes a
    standalone explanation ending in `\\boxed{}`; it is kept only if GRADED correct (never
    by string equality with the gold answer).
@@ -33,7 +34,8 @@ from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.config import option
 from llm_teach.data.logit_store import append_scored, open_writer
 from llm_teach.data.problems import Problem, grading_benchmark
-from llm_teach.grading import answer_key, grade
+from llm_teach.grading import grade
+from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work
@@ -123,13 +125,19 @@ def pick_pair(completions: list[str], grades: list) -> tuple[int, int] | None:
 class _Graded:
     correct: bool
     extracted: str | None
-    key: str | None
+    key: str | None  # equal keys: equivalent answers (the rollouts' `answer_groups` index)
 
 
 def _grade(problem: Problem, completion: str) -> _Graded:
-    benchmark = grading_benchmark(problem.source)
-    g = grade(completion, problem.answer, benchmark, problem.meta)
-    return _Graded(g.correct, g.extracted, answer_key(g.extracted, benchmark) if g.extracted is not None else None)
+    g = grade(completion, problem.answer, grading_benchmark(problem.source), problem.meta)
+    return _Graded(g.correct, g.extracted, None)
+
+
+def _grade_rollouts(problem: Problem, completions: list[str]) -> list[_Graded]:
+    """Each rollout graded, keyed by its group of equivalent answers."""
+    grades = [_grade(problem, c) for c in completions]
+    groups = answer_groups([g.extracted for g in grades], grading_benchmark(problem.source), problem.meta)
+    return [_Graded(g.correct, g.extracted, None if k is None else str(k)) for g, k in zip(grades, groups)]
 
 
 def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", config: SSBConfig) -> Work:
@@ -141,7 +149,7 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
     rollout_records, chosen = [], []
     for problem, gens in zip(problems, rollouts):
         completions = [g.completion for g in gens]
-        grades = [_grade(problem, c) for c in completions]
+        grades = _grade_rollouts(problem, completions)
         counts["rollouts/correct"] += sum(g.correct for g in grades)
         counts["rollouts/wrong"] += sum(not g.correct for g in grades)
         pair = pick_pair(completions, grades)

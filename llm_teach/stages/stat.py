@@ -18,8 +18,8 @@ Instead of more data of every kind, the student gets data for the skills it lack
      answer, first correct of `solve_attempts` kept).
    - STAT-Syn: the teacher writes new problems for each missing skill from reference problems
      (difficult problems missing that skill first), solves each 3 times, and keeps a problem
-     only when at least 2 answers agree (grouped by `answer_key`, so "1,000" and "1000.0"
-     agree), with only the agreeing solutions.
+     only when at least 2 answers agree (grouped by verified equivalence, `answer_groups`, so
+     "1,000" and "1000.0", `\\sqrt2` and `\\sqrt{2}` agree), with only the agreeing solutions.
 
 Outputs in OUT: `skills.json`, `labels.jsonl`, `answers.jsonl` (the student's graded answers
 and the difficulty verdicts), `missing.jsonl` (the teacher's judgements), `profile.json`,
@@ -51,7 +51,8 @@ from llm_teach.data.decontam import DecontamConfig, Decontaminator
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
-from llm_teach.grading import answer_key, grade, majority_vote
+from llm_teach.grading import grade
+from llm_teach.grading.voting import answer_groups, majority_vote
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, file_hash, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
@@ -247,14 +248,15 @@ def _answer(unit: Unit, student: Backend, config: STATConfig) -> Work:
         item = {"answers": [g.extracted for g in grades], "correct": [g.correct for g in grades]}
         k = config.student_samples
         sample_item = {"answers": item["answers"][:k], "correct": item["correct"][:k]}
-        majority, agreement = majority_vote(sample_item["answers"], benchmark)
+        majority, agreement = majority_vote(sample_item["answers"], benchmark, problem.meta)
         correct = (grades[k].correct if config.correctness == "greedy"
                    else majority is not None and bool(sample_item["correct"][majority]))
         difficult, reason = is_difficult(correct, agreement, config.min_agreement)
         counts[f"answers/{reason}"] += 1
         records.append({"id": problem.id, "gold": problem.answer, "completions": completions, **item,
                         "decided_correct": correct, "agreement": agreement, "difficult": difficult,
-                        "reason": reason, "shown": shown_response(grades, k, config.correctness, benchmark)})
+                        "reason": reason,
+                        "shown": shown_response(grades, k, config.correctness, benchmark, problem.meta)})
     return Work(records={"answers": records}, counts=counts)
 
 
@@ -268,7 +270,7 @@ def is_difficult(correct: bool, agreement: int, min_agreement: int) -> tuple[boo
     return False, "solved"
 
 
-def shown_response(grades: list, k: int, correctness: str, benchmark: str) -> int:
+def shown_response(grades: list, k: int, correctness: str, benchmark: str, meta: dict | None = None) -> int:
     """Which response the teacher judges: the greedy one under the greedy rule when wrong, else
     a sampled response with the most common wrong answer (an answered mistake says more about
     a missing skill than a response that never reaches an answer), else the first wrong one,
@@ -278,10 +280,10 @@ def shown_response(grades: list, k: int, correctness: str, benchmark: str) -> in
     wrong = [i for i in range(k) if not grades[i].correct]
     answered = [i for i in wrong if grades[i].extracted is not None]
     if answered:
-        keys = {i: answer_key(grades[i].extracted, benchmark) for i in answered}
-        votes = Counter(keys.values())
+        groups = answer_groups([grades[i].extracted for i in answered], benchmark, meta)
+        votes = Counter(groups)
         top = max(votes.values())
-        return next(i for i in answered if votes[keys[i]] == top)
+        return next(i for i, g in zip(answered, groups) if votes[g] == top)
     return wrong[0] if wrong else 0
 
 

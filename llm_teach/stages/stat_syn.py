@@ -3,7 +3,7 @@ solve consistently.
 
 Problems are written from reference problems (difficult problems missing the skill first),
 checked against evaluation sets and for near-duplicates, solved `syn_solutions` times, and kept
-only when at least `syn_min_agree` answers agree (grouped by `answer_key`), with only the
+only when at least `syn_min_agree` answers agree (grouped by verified equivalence, `answer_groups`), with only the
 agreeing solutions.
 """
 
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.decontam import Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.problems import Problem, grading_benchmark
-from llm_teach.grading import answer_key, extract_answer, majority_vote
+from llm_teach.grading import extract_answer
+from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
@@ -135,14 +136,18 @@ def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: NearDuplicates
 
 def agreeing_solutions(completions: list[str], benchmark: str, min_agree: int) -> tuple[str | None, list[str]]:
     """(the majority answer, the solutions giving it) when at least `min_agree` solutions agree
-    (grouped by `answer_key`; ties to the answer seen first), else (None, [])."""
+    (grouped by verified equivalence, `answer_groups`; ties to the answer seen first), else
+    (None, [])."""
     answers = [extract_answer(c, benchmark)[0] for c in completions]
-    index, votes = majority_vote(answers, benchmark)
-    if index is None or votes < min_agree:
+    groups = answer_groups(answers, benchmark)
+    votes = Counter(g for g in groups if g is not None)
+    if not votes:
         return None, []
-    winner = answer_key(answers[index], benchmark)
-    return answers[index], [c for c, a in zip(completions, answers)
-                            if a is not None and answer_key(a, benchmark) == winner]
+    top = max(votes.values())
+    winner = next(g for g in groups if g is not None and votes[g] == top)
+    if top < min_agree:
+        return None, []
+    return answers[winner], [c for c, g in zip(completions, groups) if g == winner]
 
 
 def _slug(name: str) -> str:
