@@ -84,3 +84,106 @@ def test_proceeding_without_decontamination_is_recorded_in_the_manifest(monkeypa
                     STATConfig(mode="syn", chunk_size=4, decontamination=DecontamConfig(enabled=False)), tmp_path / "o")
     assert "no-decontaminate" in manifest["decontamination"]["disabled"]
     assert manifest["config"]["decontamination"]["enabled"] is False
+
+
+# -- SSB: a problem without an answered mistake is skipped (reference logit_gen.py) ---------------
+
+def test_ssb_skips_problems_whose_wrong_rollouts_have_no_answer(tmp_path):
+    from llm_teach.stages.roles import Models
+    from llm_teach.stages.ssb import SSBConfig, ssb
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=4)
+    gold = {p.question: int(p.answer) for p in problems}
+    truncated = {problems[0].question, problems[2].question}  # their mistakes never reach an answer
+
+    def respond(text, i, seed):
+        question = next(q for q in gold if q in text)
+        g = gold[question]
+        if "CORRECT" in text:
+            return f"Careful steps. \\boxed{{{g}}}"
+        if i == 0:
+            return f"so \\boxed{{{g}}}"
+        return "Let me add these up one at a time and" if question in truncated else f"so \\boxed{{{g + 1}}}"
+
+    manifest = ssb(problems, Models.of(ScriptedBackend(respond)), SSBConfig(rollouts=3, chunk_size=4, top_k=2),
+                   tmp_path)
+    records = read_jsonl(tmp_path / "records.jsonl")
+    assert sorted(r["id"] for r in records) == sorted([problems[1].id, problems[3].id])
+    assert manifest["counts"]["rejected/no_answered_mistake"] == 2
+    assert manifest["summary"]["skipped_no_answered_mistake"] == 2
+    assert all(str(gold[p.question] + 1) in r["teacher_prompt"][0]["content"]
+               for r in records for p in problems if p.id == r["id"])
+
+
+# -- LLM2LLM: augment units are keyed by the student's completion and the round's model ----------
+
+class _AnyModel(dict):
+    """Models' backend cache that answers for every spec: the scripted teacher for the teacher,
+    a scripted student for any checkpoint (whose answers depend on which checkpoint it is)."""
+
+    def __init__(self, teacher, student_for):
+        super().__init__()
+        self.teacher, self.student_for = teacher, student_for
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return self.teacher if key[0] == "scripted-teacher" else self.student_for(key[0])
+
+    def pop(self, *args):
+        return None
+
+
+def _llm2llm_models(monkeypatch, prompts, seeds):
+    """A scripted teacher (records the student answers it was shown) and students that answer
+    every seed wrong with a value that depends on the checkpoint; training is skipped -- each
+    round's 'model' is named after its training directory, i.e. after the data it trained on."""
+    import llm_teach.launch as launch
+    from llm_teach.runs.hashing import content_hash
+    from llm_teach.stages.roles import Models
+    from scripted_backend import ScriptedBackend
+
+    monkeypatch.setattr(launch, "train_model", lambda method, values, out, launch_=None: f"ckpt-{out.name}")
+
+    truth: dict[str, int] = {}
+
+    def teacher(text, i, seed):
+        if "Write ONE new practice problem" in text:
+            k = next(j for j, s in enumerate(seeds) if s.question in text)
+            shown = int(text.split("(final answer: ")[-1].split(")")[0])
+            question = f"Seed {k}: Lena had {shown} pens and got 2 more; how many now?"
+            truth[question] = shown + 2
+            return f"Question: {question}\nSolution: {shown} + 2, so \\boxed{{{shown + 2}}}"
+        return f"\\boxed{{{next(v for q, v in truth.items() if q in text)}}}"
+
+    def student_for(spec):
+        wrong = 1000 + int(content_hash(spec)[:4], 16) % 997
+        return ScriptedBackend(lambda text, i, seed: f"I get \\boxed{{{wrong}}}", model=spec)
+
+    scripted_teacher = ScriptedBackend(lambda text, i, seed: prompts.append(text) or teacher(text, i, seed),
+                                       model="scripted-teacher")
+    models = Models(teacher="scripted-teacher", student="scripted-student")
+    models._made = _AnyModel(scripted_teacher, student_for)
+    return models
+
+
+def test_llm2llm_rerun_with_another_students_answers_regenerates(monkeypatch, tmp_path):
+    from llm_teach.stages.llm2llm import LLM2LLMConfig, llm2llm
+
+    seeds = load_problems("rg:chain_sum", limit=4)
+    config = LLM2LLMConfig(rounds=1, decontamination=DecontamConfig(benchmarks=[]), chunk_size=2,
+                           near_duplicate_rouge_l=1.0)
+    prompts: list[str] = []
+    llm2llm(seeds[:3], _llm2llm_models(monkeypatch, prompts, seeds), config, tmp_path / "grown")
+    first = {p["meta"]["seed"]: p["question"] for p in read_jsonl(tmp_path / "grown" / "problems.jsonl")[3:]}
+    # a grown --limit: the round trains on other data, so its student answers the old seeds differently
+    llm2llm(seeds, _llm2llm_models(monkeypatch, prompts, seeds), config, tmp_path / "grown")
+    llm2llm(seeds, _llm2llm_models(monkeypatch, [], seeds), config, tmp_path / "fresh")
+    grown = read_jsonl(tmp_path / "grown" / "problems.jsonl")
+    assert grown == read_jsonl(tmp_path / "fresh" / "problems.jsonl")  # a resumed run equals a fresh one
+    regenerated = {p["meta"]["seed"]: p["question"] for p in grown[4:]}
+    assert set(regenerated) == {s.id for s in seeds}
+    assert all(regenerated[s] != first[s] for s in first)  # made from the new model's mistakes
+    assert len([t for t in prompts if "Write ONE" in t]) == 3 + 4
