@@ -265,7 +265,7 @@ def pure_models(problems, delay: float = 0.0):
         time.sleep(delay)
         if "Write one new question" in text:
             return "Question: " + QUESTIONS[(seed * 7 + i) % len(QUESTIONS)]
-        return f"reasoning {zlib.crc32(text.encode()) % 1000} so \\boxed{{{seed % 7 + i}}}"
+        return f"reasoning {zlib.crc32(text.encode()) % 1000} so \\boxed{{{zlib.crc32(text.encode()) % 7}}}"  # re-solves agree
 
     def student(text, i, seed):
         time.sleep(delay)

@@ -187,3 +187,188 @@ def test_llm2llm_rerun_with_another_students_answers_regenerates(monkeypatch, tm
     assert set(regenerated) == {s.id for s in seeds}
     assert all(regenerated[s] != first[s] for s in first)  # made from the new model's mistakes
     assert len([t for t in prompts if "Write ONE" in t]) == 3 + 4
+
+
+# -- ARTE: a final rationale is kept only when independent re-solves confirm its answer ----------
+
+def test_arte_drops_a_final_rationale_whose_answer_is_wrong(tmp_path):
+    from llm_teach.stages.arte import ARTEConfig, arte
+    from llm_teach.stages.roles import Models
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=6)
+    questions = iter(f"Mia has {n} stamps and buys {n + 1} more. How many stamps now?" for n in range(10, 400))
+
+    def teacher(text, i, seed):
+        if "Write one new question" in text:
+            return f"Question: {next(questions)}"
+        n = int(text.split("Mia has ")[1].split()[0]) if "Mia has" in text else 0
+        right = 2 * n + 1
+        # the first sample of a call (the rationale, and one of 3 re-solves) is wrong for even n
+        if n % 2 == 0 and i == 0:
+            return f"{n} + {n + 1} = {right + 3}, so \\boxed{{{right + 3}}}"
+        return f"{n} + {n + 1} = {right}, so \\boxed{{{right}}}"
+
+    def student(text, i, seed):
+        return "\\boxed{0}"
+
+    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
+    config = ARTEConfig(align=False, chunk_size=4, styles=["concise"], draft_prompts=1, final_prompts=2,
+                        questions_per_prompt=4, near_duplicate_rouge_l=1.0,
+                        decontamination=DecontamConfig(benchmarks=[]))
+    manifest = arte(problems, models, config, tmp_path)
+    sft = read_jsonl(tmp_path / "sft.jsonl")
+    numbers = [int(r["question"].split("Mia has ")[1].split()[0]) for r in sft]
+    assert sft and all(n % 2 == 1 for n in numbers)  # the wrong (even) ones are gone ...
+    assert all(r["answer"] == str(2 * n + 1) for r, n in zip(sft, numbers))  # ... the kept ones are right
+    assert manifest["counts"]["rejected/final_disagrees"] == 4 == len(sft)  # 8 written: 4 even, 4 odd
+
+
+# -- ARTE: discriminative probe questions from --probe SOURCE -------------------------------------
+
+def test_arte_keeps_the_probe_questions_whose_accuracy_depends_on_the_demonstration(tmp_path):
+    from llm_teach.stages.arte import ARTEConfig, arte
+    from llm_teach.stages.roles import Models
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=4)
+    candidates = [{"id": f"c{i}", "question": f"Probe {i}: what is {i} + {i}?", "answer": str(2 * i)}
+                  for i in range(6)]
+    probe_file = tmp_path / "probe.jsonl"
+    probe_file.write_text("".join(json.dumps(c) + "\n" for c in candidates))
+    first_seed = problems[0].question
+
+    def student(text, i, seed):
+        k = int(text.rsplit("Probe ", 1)[1].split(":")[0])
+        # c0, c1 always right, c2, c3 never; c4, c5 right only after the first seed's demonstration
+        right = k < 2 or (k >= 4 and first_seed in text)
+        return f"\\boxed{{{2 * k if right else -1}}}"
+
+    def teacher(text, i, seed):
+        return "Question: How many legs do 3 cats have?" if "Write one new question" in text else "\\boxed{12}"
+
+    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
+    config = ARTEConfig(align=False, probe=str(probe_file), probe_size=2, probe_demos=4, chunk_size=4,
+                        draft_prompts=1, final_prompts=1, questions_per_prompt=1, styles=["concise"],
+                        decontamination=DecontamConfig(benchmarks=[]))
+    manifest = arte(problems, models, config, tmp_path / "out")
+    assert manifest["summary"]["probe_ids"] == ["c4", "c5"] and manifest["summary"]["seeds"] == 4
+    assert [p["id"] for p in read_jsonl(tmp_path / "out" / "probe.jsonl")] == ["c4", "c5"]
+    selection = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "probe_selection.jsonl")}
+    assert selection["c4"]["discrimination"] == pytest.approx(0.25 * 0.75)
+    assert selection["c0"]["discrimination"] == 0 and not selection["c0"]["selected"]
+
+
+# -- ARTE: a final rationale is kept only when independent re-solves confirm its answer ----------
+
+def test_arte_drops_a_final_rationale_whose_answer_is_wrong(tmp_path):
+    from llm_teach.stages.arte import ARTEConfig, arte
+    from llm_teach.stages.roles import Models
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=6)
+    questions = iter(f"Mia has {n} stamps and buys {n + 1} more. How many stamps now?" for n in range(10, 400))
+
+    def teacher(text, i, seed):
+        if "Write one new question" in text:
+            return f"Question: {next(questions)}"
+        n = int(text.split("Mia has ")[1].split()[0]) if "Mia has" in text else 0
+        right = 2 * n + 1
+        # the first sample of a call (the rationale, and one of 3 re-solves) is wrong for even n
+        if n % 2 == 0 and i == 0:
+            return f"{n} + {n + 1} = {right + 3}, so \\boxed{{{right + 3}}}"
+        return f"{n} + {n + 1} = {right}, so \\boxed{{{right}}}"
+
+    def student(text, i, seed):
+        return "\\boxed{0}"
+
+    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
+    config = ARTEConfig(align=False, chunk_size=4, styles=["concise"], draft_prompts=1, final_prompts=2,
+                        questions_per_prompt=4, near_duplicate_rouge_l=1.0,
+                        decontamination=DecontamConfig(benchmarks=[]))
+    manifest = arte(problems, models, config, tmp_path)
+    sft = read_jsonl(tmp_path / "sft.jsonl")
+    numbers = [int(r["question"].split("Mia has ")[1].split()[0]) for r in sft]
+    assert sft and all(n % 2 == 1 for n in numbers)  # the wrong (even) ones are gone ...
+    assert all(r["answer"] == str(2 * n + 1) for r, n in zip(sft, numbers))  # ... the kept ones are right
+    assert manifest["counts"]["rejected/final_disagrees"] == 4 == len(sft)  # 8 written: 4 even, 4 odd
+
+
+# -- ARTE: discriminative probe questions from --probe SOURCE -------------------------------------
+
+def test_arte_keeps_the_probe_questions_whose_accuracy_depends_on_the_demonstration(tmp_path):
+    from llm_teach.stages.arte import ARTEConfig, arte
+    from llm_teach.stages.roles import Models
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=4)
+    candidates = [{"id": f"c{i}", "question": f"Probe {i}: what is {i} + {i}?", "answer": str(2 * i)}
+                  for i in range(6)]
+    probe_file = tmp_path / "probe.jsonl"
+    probe_file.write_text("".join(json.dumps(c) + "\n" for c in candidates))
+    first_seed = problems[0].question
+
+    def student(text, i, seed):
+        k = int(text.rsplit("Probe ", 1)[1].split(":")[0])
+        # c0, c1 always right, c2, c3 never; c4, c5 right only after the first seed's demonstration
+        right = k < 2 or (k >= 4 and first_seed in text)
+        return f"\\boxed{{{2 * k if right else -1}}}"
+
+    def teacher(text, i, seed):
+        return "Question: How many legs do 3 cats have?" if "Write one new question" in text else "\\boxed{12}"
+
+    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
+    config = ARTEConfig(align=False, probe=str(probe_file), probe_size=2, probe_demos=4, chunk_size=4,
+                        draft_prompts=1, final_prompts=1, questions_per_prompt=1, styles=["concise"],
+                        decontamination=DecontamConfig(benchmarks=[]))
+    manifest = arte(problems, models, config, tmp_path / "out")
+    assert manifest["summary"]["probe_ids"] == ["c4", "c5"] and manifest["summary"]["seeds"] == 4
+    assert [p["id"] for p in read_jsonl(tmp_path / "out" / "probe.jsonl")] == ["c4", "c5"]
+    selection = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "probe_selection.jsonl")}
+    assert selection["c4"]["discrimination"] == pytest.approx(0.25 * 0.75)
+    assert selection["c0"]["discrimination"] == 0 and not selection["c0"]["selected"]
+
+
+# -- STAT: the skill catalog comes from the labels of all problems (Didolkar et al. 2024) ---------
+
+def test_stat_catalog_comes_from_the_free_labels_of_all_problems(tmp_path):
+    from llm_teach.stages.roles import Models
+    from llm_teach.stages.stat import STATConfig, stat
+    from scripted_backend import ScriptedBackend
+
+    problems = load_problems("rg:chain_sum", limit=50)  # 10 held out for diagnosis, a pool of 40 (> a sample of 32)
+    index = {p.question: k for k, p in enumerate(problems)}
+    shown: list[str] = []
+
+    def teacher(text, i, seed):
+        if "Name the skills a student needs" in text:
+            k = next(v for q, v in index.items() if q in text)
+            # every problem has its own skill; odd ones spell the even one before them differently
+            return json.dumps([f"Skill {k // 2} variants" if k % 2 else f"skill {k // 2} variant", "Adding"])
+        if "List the distinct skills" in text:
+            shown.append(text)
+            return json.dumps(["Adding numbers", "Skill family"])
+        if "Which of the skills above" in text:
+            return '["adding numbers", "skill 3 variant"]'
+        return "\\boxed{0}"
+
+    def student(text, i, seed):
+        k = next(v for q, v in index.items() if q in text)
+        return f"\\boxed{{{problems[k].answer}}}"
+
+    config = STATConfig(mode="sel", chunk_size=8, decontamination=DecontamConfig(benchmarks=[]))
+    stat(problems, Models.of(ScriptedBackend(teacher, "t"), ScriptedBackend(student, "s")), config, tmp_path)
+    catalog = json.loads((tmp_path / "skills.json").read_text())
+    pool = [index[p.question] for p in problems if p.id in {r["id"] for r in read_jsonl(tmp_path / "free_labels.jsonl")}]
+    assert len(pool) == 40
+    expected = Counter(k // 2 for k in pool)  # "Skill 3 variants" and "skill 3 variant" are one name
+    first = {}
+    for k in pool:
+        first.setdefault(k // 2, f"Skill {k // 2} variants" if k % 2 else f"skill {k // 2} variant")
+    merged = {m["name"]: m["count"] for m in catalog["merged_names"]}
+    assert merged == {"Adding": 40, **{first[j]: n for j, n in expected.items()}}
+    (prompt,) = shown
+    assert all(f"- {name}\n" in prompt for name in first.values())  # the teacher clustered every label
+    assert catalog["skills"] == ["Adding numbers", "Skill family"]
+    labels = read_jsonl(tmp_path / "labels.jsonl")
+    assert all(r["skills"] == ["Adding numbers"] and r["unknown"] == ["skill 3 variant"] for r in labels)
