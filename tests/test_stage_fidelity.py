@@ -4,6 +4,7 @@ pinned with scripted backends (no model). One section per rule; each says where 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -259,76 +260,6 @@ def test_arte_keeps_the_probe_questions_whose_accuracy_depends_on_the_demonstrat
     assert selection["c0"]["discrimination"] == 0 and not selection["c0"]["selected"]
 
 
-# -- ARTE: a final rationale is kept only when independent re-solves confirm its answer ----------
-
-def test_arte_drops_a_final_rationale_whose_answer_is_wrong(tmp_path):
-    from llm_teach.stages.arte import ARTEConfig, arte
-    from llm_teach.stages.roles import Models
-    from scripted_backend import ScriptedBackend
-
-    problems = load_problems("rg:chain_sum", limit=6)
-    questions = iter(f"Mia has {n} stamps and buys {n + 1} more. How many stamps now?" for n in range(10, 400))
-
-    def teacher(text, i, seed):
-        if "Write one new question" in text:
-            return f"Question: {next(questions)}"
-        n = int(text.split("Mia has ")[1].split()[0]) if "Mia has" in text else 0
-        right = 2 * n + 1
-        # the first sample of a call (the rationale, and one of 3 re-solves) is wrong for even n
-        if n % 2 == 0 and i == 0:
-            return f"{n} + {n + 1} = {right + 3}, so \\boxed{{{right + 3}}}"
-        return f"{n} + {n + 1} = {right}, so \\boxed{{{right}}}"
-
-    def student(text, i, seed):
-        return "\\boxed{0}"
-
-    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
-    config = ARTEConfig(align=False, chunk_size=4, styles=["concise"], draft_prompts=1, final_prompts=2,
-                        questions_per_prompt=4, near_duplicate_rouge_l=1.0,
-                        decontamination=DecontamConfig(benchmarks=[]))
-    manifest = arte(problems, models, config, tmp_path)
-    sft = read_jsonl(tmp_path / "sft.jsonl")
-    numbers = [int(r["question"].split("Mia has ")[1].split()[0]) for r in sft]
-    assert sft and all(n % 2 == 1 for n in numbers)  # the wrong (even) ones are gone ...
-    assert all(r["answer"] == str(2 * n + 1) for r, n in zip(sft, numbers))  # ... the kept ones are right
-    assert manifest["counts"]["rejected/final_disagrees"] == 4 == len(sft)  # 8 written: 4 even, 4 odd
-
-
-# -- ARTE: discriminative probe questions from --probe SOURCE -------------------------------------
-
-def test_arte_keeps_the_probe_questions_whose_accuracy_depends_on_the_demonstration(tmp_path):
-    from llm_teach.stages.arte import ARTEConfig, arte
-    from llm_teach.stages.roles import Models
-    from scripted_backend import ScriptedBackend
-
-    problems = load_problems("rg:chain_sum", limit=4)
-    candidates = [{"id": f"c{i}", "question": f"Probe {i}: what is {i} + {i}?", "answer": str(2 * i)}
-                  for i in range(6)]
-    probe_file = tmp_path / "probe.jsonl"
-    probe_file.write_text("".join(json.dumps(c) + "\n" for c in candidates))
-    first_seed = problems[0].question
-
-    def student(text, i, seed):
-        k = int(text.rsplit("Probe ", 1)[1].split(":")[0])
-        # c0, c1 always right, c2, c3 never; c4, c5 right only after the first seed's demonstration
-        right = k < 2 or (k >= 4 and first_seed in text)
-        return f"\\boxed{{{2 * k if right else -1}}}"
-
-    def teacher(text, i, seed):
-        return "Question: How many legs do 3 cats have?" if "Write one new question" in text else "\\boxed{12}"
-
-    models = Models.of(ScriptedBackend(teacher, "teacher-model"), ScriptedBackend(student, "student-model"))
-    config = ARTEConfig(align=False, probe=str(probe_file), probe_size=2, probe_demos=4, chunk_size=4,
-                        draft_prompts=1, final_prompts=1, questions_per_prompt=1, styles=["concise"],
-                        decontamination=DecontamConfig(benchmarks=[]))
-    manifest = arte(problems, models, config, tmp_path / "out")
-    assert manifest["summary"]["probe_ids"] == ["c4", "c5"] and manifest["summary"]["seeds"] == 4
-    assert [p["id"] for p in read_jsonl(tmp_path / "out" / "probe.jsonl")] == ["c4", "c5"]
-    selection = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "probe_selection.jsonl")}
-    assert selection["c4"]["discrimination"] == pytest.approx(0.25 * 0.75)
-    assert selection["c0"]["discrimination"] == 0 and not selection["c0"]["selected"]
-
-
 # -- STAT: the skill catalog comes from the labels of all problems (Didolkar et al. 2024) ---------
 
 def test_stat_catalog_comes_from_the_free_labels_of_all_problems(tmp_path):
@@ -372,3 +303,52 @@ def test_stat_catalog_comes_from_the_free_labels_of_all_problems(tmp_path):
     assert catalog["skills"] == ["Adding numbers", "Skill family"]
     labels = read_jsonl(tmp_path / "labels.jsonl")
     assert all(r["skills"] == ["Adding numbers"] and r["unknown"] == ["skill 3 variant"] for r in labels)
+
+
+# -- STAT: difficult problems are found on a diagnosis set the Sel pool never contains -------------
+
+def _stat_models(problems):
+    from scripted_backend import ScriptedBackend
+
+    gold = {p.question: p.answer for p in problems}
+
+    def teacher(text, i, seed):
+        if "List the distinct skills" in text:
+            return '["Adding"]'
+        if "Name the skills" in text or "Which of the skills above" in text or "Decide which skills" in text:
+            return '["Adding"]'
+        return f"\\boxed{{{next((a for q, a in gold.items() if q in text), 0)}}}"  # solves Sel problems
+
+    def student(text, i, seed):
+        return "\\boxed{123456789}"  # always wrong: every diagnosed problem is difficult
+
+    return ScriptedBackend(teacher, "t"), ScriptedBackend(student, "s")
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_stat_diagnosis_set_and_sel_pool_never_overlap(tmp_path, explicit):
+    from llm_teach.stages.roles import Models
+    from llm_teach.stages.stat import STATConfig, stat
+
+    problems = load_problems("rg:chain_sum", limit=10)
+    diagnose = None
+    if explicit:  # a --diagnose file that shares two problems with --data (one by id, one by question)
+        diagnose = tmp_path / "val.jsonl"
+        rows = [problems[0].to_dict(), {**problems[1].to_dict(), "id": "val-1"},
+                *[p.to_dict() for p in load_problems("rg:chain_sum", limit=14)[10:]]]
+        diagnose.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = STATConfig(mode="sel", chunk_size=4, decontamination=DecontamConfig(benchmarks=[]),
+                        diagnose=str(diagnose) if diagnose else None)
+    manifest = stat(problems, Models.of(*_stat_models(problems)), config, tmp_path / "out")
+    diagnosed = {a["id"] for a in read_jsonl(tmp_path / "out" / "answers.jsonl")}
+    questions = {p.id: p.question for p in load_problems("rg:chain_sum", limit=14)} | {"val-1": problems[1].question}
+    pool = {r["id"] for r in read_jsonl(tmp_path / "out" / "labels.jsonl")}
+    selected = {r["problem_id"] for r in read_jsonl(tmp_path / "out" / "sft.jsonl")}
+    assert selected and selected <= pool  # Sel had work, from the pool only
+    assert not diagnosed & pool and not {questions[i] for i in diagnosed} & {questions[i] for i in pool}
+    assert manifest["diagnosis"]["problems"] == len(diagnosed)
+    if explicit:
+        assert len(diagnosed) == 6 and pool == {p.id for p in problems[2:]}
+        assert manifest["diagnosis"]["source"] == str(diagnose) and manifest["diagnosis"]["removed_from_pool"] == 2
+    else:
+        assert len(diagnosed) == 2 and len(pool) == 8 and "held-out" in manifest["diagnosis"]["source"]

@@ -163,7 +163,7 @@ def _scripted(problems):
     odd ones with subtraction, judges the difficult ones, solves every original problem but #3,
     and writes WRITTEN in order."""
     gold = {p.question: int(p.answer) for p in problems}
-    index = {p.question: k for k, p in enumerate(problems)}
+    index = {p.question: k % 6 for k, p in enumerate(problems)}  # pool k and diagnosis problem k: one plan
     written = iter(WRITTEN)
     solutions = {}
 
@@ -198,12 +198,15 @@ def _scripted(problems):
 
 
 def test_stat_end_to_end_with_scripted_models(tmp_path):
-    problems = load_problems("rg:chain_sum", limit=6)
+    problems, diagnosis = load_problems("rg:chain_sum", limit=12)[:6], load_problems("rg:chain_sum", limit=12)[6:]
+    diagnose = tmp_path / "diagnose.jsonl"
+    diagnose.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in diagnosis))
     contaminated = WRITTEN[3][0].removeprefix("Problem: ")
     ref = tmp_path / "heldout.jsonl"
     ref.write_text(json.dumps({"question": contaminated, "answer": "1"}) + "\n")
-    teacher, student = _scripted(problems)
-    config = STATConfig(syn_size=4, chunk_size=4, decontamination=DecontamConfig(benchmarks=[], paths=[str(ref)]))
+    teacher, student = _scripted(problems + diagnosis)
+    config = STATConfig(syn_size=4, chunk_size=4, decontamination=DecontamConfig(benchmarks=[], paths=[str(ref)]),
+                        diagnose=str(diagnose))
     manifest = stat(problems, Models.of(teacher, student), config, tmp_path / "out")
     out = tmp_path / "out"
     c = manifest["counts"]
@@ -215,14 +218,15 @@ def test_stat_end_to_end_with_scripted_models(tmp_path):
     assert labels[1]["skills"] == ["Subtraction", "Addition"]
 
     answers = {a["id"]: a for a in read_jsonl(out / "answers.jsonl")}
-    reasons = [answers[p.id]["reason"] for p in problems]
+    reasons = [answers[p.id]["reason"] for p in diagnosis]
     assert reasons == ["solved", "wrong", "inconsistent", "solved", "wrong", "wrong"]
-    assert answers[problems[2].id]["agreement"] == 1 and answers[problems[2].id]["decided_correct"] is True
+    assert answers[diagnosis[2].id]["agreement"] == 1 and answers[diagnosis[2].id]["decided_correct"] is True
     assert c["answers/wrong"] == 3 and c["answers/inconsistent"] == 1 and c["judge/problems"] == 4
 
     missing = {m["id"]: m for m in read_jsonl(out / "missing.jsonl")}
-    assert missing[problems[1].id] == {"id": problems[1].id, "missing": ["Carrying digits"], "unknown": ["Made-up skill"]}
-    assert missing[problems[5].id]["missing"] == [] and c["missing/no_skill"] == 1
+    assert missing[diagnosis[1].id] == {"id": diagnosis[1].id, "missing": ["Carrying digits"],
+                                        "unknown": ["Made-up skill"]}
+    assert missing[diagnosis[5].id]["missing"] == [] and c["missing/no_skill"] == 1
     profile = json.loads((out / "profile.json").read_text())
     assert list(profile["skills"].items()) == [("Subtraction", 2), ("Carrying digits", 2)]
     assert profile["sel_quota"] == {"Subtraction": 3, "Carrying digits": 3} and profile["difficult"] == 4
@@ -249,7 +253,7 @@ def test_stat_end_to_end_with_scripted_models(tmp_path):
     assert c[f"decontamination/dropped/{ref}"] == 1 and manifest["decontamination"] == {str(ref): 1}
     assert c["records/sft.jsonl"] == 10 and manifest["summary"]["syn_problems"] == 2
 
-    assert set(manifest["prompts"]) == {"eval/boxed.jinja", "stat/label.jinja", "stat/judge.jinja",
+    assert set(manifest["prompts"]) == {"eval/boxed.jinja", "stat/label.jinja", "stat/judge.jinja", "stat/free_label.jinja",
                                         "stat/skills.jinja", "stat/synthesize.jinja"}
     assert manifest["usage"]["student"]["completions"] == 24 and manifest["status"] == "complete"
 
@@ -291,15 +295,16 @@ def test_cli_on_tiny_random_writes_every_output_and_rerun_is_a_no_op(tmp_path):
     assert first.returncode == 0, first.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["stage"] == "stat"
-    assert manifest["usage"]["student"]["completions"] == 24 and manifest["inputs"]["problems"] == 6
+    # one of the 6 problems is held out as the diagnosis set (diagnose_fraction 0.2), five are the pool
+    assert manifest["usage"]["student"]["completions"] == 4 and manifest["inputs"]["problems"] == 6
     assert all(h.startswith("sha256:") for h in manifest["prompts"].values())
     for name in ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl",
                  "synthetic.jsonl", "sft.jsonl"):
         assert (out / name).exists(), name
     answers = read_jsonl(out / "answers.jsonl")
-    assert len(answers) == 6 and all(len(a["completions"]) == 4 for a in answers)
-    assert sum(manifest["counts"].get(f"answers/{r}", 0) for r in ("wrong", "inconsistent", "solved")) == 6
-    assert len(read_jsonl(out / "labels.jsonl")) == 6
+    assert len(answers) == 1 and all(len(a["completions"]) == 4 for a in answers)
+    assert sum(manifest["counts"].get(f"answers/{r}", 0) for r in ("wrong", "inconsistent", "solved")) == 1
+    assert len(read_jsonl(out / "labels.jsonl")) == 5
     before = {p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name != "manifest.json"}
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr
@@ -319,7 +324,7 @@ def test_stat_on_smollm2(tmp_path, smollm2_dir):
                      "--set", f"skills_file={skills}", "--set", "syn_size=2")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["counts"]["records/answers.jsonl"] == 4
+    assert manifest["status"] == "complete" and manifest["counts"]["records/answers.jsonl"] == 1  # 1 of 4 held out
     answers = read_jsonl(out / "answers.jsonl")
     assert any(a is not None for r in answers for a in r["answers"])  # a real model answers in \boxed{}
     names = ["addition", "subtraction", "multi-digit arithmetic", "negative numbers"]
@@ -374,7 +379,7 @@ def pure_models(problems, delay: float = 0.0):
     return ScriptedBackend(teacher, "teacher"), ScriptedBackend(student, "student")
 
 
-PURE_CONFIG = dict(chunk_size=1, syn_size=8, decontamination=NO_BENCHMARKS)
+PURE_CONFIG = dict(chunk_size=1, syn_size=8, diagnose_fraction=0.5, decontamination=NO_BENCHMARKS)
 
 
 def test_a_rerun_over_more_problems_equals_a_fresh_run(tmp_path):
