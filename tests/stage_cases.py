@@ -81,7 +81,7 @@ def stat_models(problems, delay: float = 0.0):
     return ScriptedBackend(teacher, "teacher"), ScriptedBackend(student, "student")
 
 
-STAT_CONFIG = dict(chunk_size=1, syn_size=8, decontamination=NO_BENCHMARKS)
+STAT_CONFIG = dict(chunk_size=1, syn_size=8, diagnose_fraction=0.5, decontamination=NO_BENCHMARKS)
 
 
 STAT_OUTPUTS = ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl", "synthetic.jsonl",
@@ -120,7 +120,7 @@ def arte_models(problems, delay: float = 0.0):
         time.sleep(delay)
         if "Write one new question" in text:
             return "Question: " + QUESTIONS[(seed * 7 + i) % len(QUESTIONS)]
-        return f"reasoning {zlib.crc32(text.encode()) % 1000} so \\boxed{{{seed % 7 + i}}}"
+        return f"reasoning {zlib.crc32(text.encode()) % 1000} so \\boxed{{{zlib.crc32(text.encode()) % 7}}}"  # re-solves agree
 
     def student(text, i, seed):
         time.sleep(delay)

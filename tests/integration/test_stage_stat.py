@@ -19,15 +19,16 @@ def test_cli_on_tiny_random_writes_every_output_and_rerun_is_a_no_op(tmp_path):
     assert first.returncode == 0, first.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["stage"] == "stat"
-    assert manifest["usage"]["student"]["completions"] == 24 and manifest["inputs"]["problems"] == 6
+    # one of the 6 problems is held out as the diagnosis set (diagnose_fraction 0.2), five are the pool
+    assert manifest["usage"]["student"]["completions"] == 4 and manifest["inputs"]["problems"] == 6
     assert all(h.startswith("sha256:") for h in manifest["prompts"].values())
     for name in ("skills.json", "profile.json", "labels.jsonl", "answers.jsonl", "missing.jsonl",
                  "synthetic.jsonl", "sft.jsonl"):
         assert (out / name).exists(), name
     answers = read_jsonl(out / "answers.jsonl")
-    assert len(answers) == 6 and all(len(a["completions"]) == 4 for a in answers)
-    assert sum(manifest["counts"].get(f"answers/{r}", 0) for r in ("wrong", "inconsistent", "solved")) == 6
-    assert len(read_jsonl(out / "labels.jsonl")) == 6
+    assert len(answers) == 1 and all(len(a["completions"]) == 4 for a in answers)
+    assert sum(manifest["counts"].get(f"answers/{r}", 0) for r in ("wrong", "inconsistent", "solved")) == 1
+    assert len(read_jsonl(out / "labels.jsonl")) == 5
     before = {p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.name != "manifest.json"}
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr

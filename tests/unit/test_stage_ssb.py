@@ -20,7 +20,7 @@ def G(correct, extracted, key=None):
     ([G(False, "4"), G(False, None)], None),  # nothing right
     ([G(False, "4"), G(True, "5"), G(False, "7"), G(False, "7")], (1, 2)),  # most common wrong answer
     ([G(False, None), G(False, None), G(False, "4"), G(True, "5")], (3, 2)),  # an answered mistake beats no answer
-    ([G(False, None), G(True, "5")], (1, 0)),  # only unanswered mistakes: still a pair
+    ([G(False, None), G(True, "5")], None),  # only unanswered mistakes: skipped, as in the reference
     ([G(False, "4"), G(False, "7"), G(True, "5")], (2, 0)),  # tie: first seen
     ([G(False, "1,000", "1000"), G(False, "9"), G(False, "1000.0", "1000"), G(True, "5")], (3, 0)),  # grouped by key
 ])

@@ -161,7 +161,7 @@ def _scripted(problems):
     odd ones with subtraction, judges the difficult ones, solves every original problem but #3,
     and writes WRITTEN in order."""
     gold = {p.question: int(p.answer) for p in problems}
-    index = {p.question: k for k, p in enumerate(problems)}
+    index = {p.question: k % 6 for k, p in enumerate(problems)}  # pool k and diagnosis problem k: one plan
     written = iter(WRITTEN)
     solutions = {}
 
@@ -196,12 +196,15 @@ def _scripted(problems):
 
 
 def test_stat_end_to_end_with_scripted_models(tmp_path):
-    problems = load_problems("rg:chain_sum", limit=6)
+    problems, diagnosis = load_problems("rg:chain_sum", limit=12)[:6], load_problems("rg:chain_sum", limit=12)[6:]
+    diagnose = tmp_path / "diagnose.jsonl"
+    diagnose.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in diagnosis))
     contaminated = WRITTEN[3][0].removeprefix("Problem: ")
     ref = tmp_path / "heldout.jsonl"
     ref.write_text(json.dumps({"question": contaminated, "answer": "1"}) + "\n")
-    teacher, student = _scripted(problems)
-    config = STATConfig(syn_size=4, chunk_size=4, decontamination=DecontamConfig(benchmarks=[], paths=[str(ref)]))
+    teacher, student = _scripted(problems + diagnosis)
+    config = STATConfig(syn_size=4, chunk_size=4, decontamination=DecontamConfig(benchmarks=[], paths=[str(ref)]),
+                        diagnose=str(diagnose))
     manifest = stat(problems, Models.of(teacher, student), config, tmp_path / "out")
     out = tmp_path / "out"
     c = manifest["counts"]
@@ -213,14 +216,15 @@ def test_stat_end_to_end_with_scripted_models(tmp_path):
     assert labels[1]["skills"] == ["Subtraction", "Addition"]
 
     answers = {a["id"]: a for a in read_jsonl(out / "answers.jsonl")}
-    reasons = [answers[p.id]["reason"] for p in problems]
+    reasons = [answers[p.id]["reason"] for p in diagnosis]
     assert reasons == ["solved", "wrong", "inconsistent", "solved", "wrong", "wrong"]
-    assert answers[problems[2].id]["agreement"] == 1 and answers[problems[2].id]["decided_correct"] is True
+    assert answers[diagnosis[2].id]["agreement"] == 1 and answers[diagnosis[2].id]["decided_correct"] is True
     assert c["answers/wrong"] == 3 and c["answers/inconsistent"] == 1 and c["judge/problems"] == 4
 
     missing = {m["id"]: m for m in read_jsonl(out / "missing.jsonl")}
-    assert missing[problems[1].id] == {"id": problems[1].id, "missing": ["Carrying digits"], "unknown": ["Made-up skill"]}
-    assert missing[problems[5].id]["missing"] == [] and c["missing/no_skill"] == 1
+    assert missing[diagnosis[1].id] == {"id": diagnosis[1].id, "missing": ["Carrying digits"],
+                                        "unknown": ["Made-up skill"]}
+    assert missing[diagnosis[5].id]["missing"] == [] and c["missing/no_skill"] == 1
     profile = json.loads((out / "profile.json").read_text())
     assert list(profile["skills"].items()) == [("Subtraction", 2), ("Carrying digits", 2)]
     assert profile["sel_quota"] == {"Subtraction": 3, "Carrying digits": 3} and profile["difficult"] == 4
@@ -247,7 +251,7 @@ def test_stat_end_to_end_with_scripted_models(tmp_path):
     assert c[f"decontamination/dropped/{ref}"] == 1 and manifest["decontamination"] == {str(ref): 1}
     assert c["records/sft.jsonl"] == 10 and manifest["summary"]["syn_problems"] == 2
 
-    assert set(manifest["prompts"]) == {"eval/boxed.jinja", "stat/label.jinja", "stat/judge.jinja",
+    assert set(manifest["prompts"]) == {"eval/boxed.jinja", "stat/label.jinja", "stat/judge.jinja", "stat/free_label.jinja",
                                         "stat/skills.jinja", "stat/synthesize.jinja"}
     assert manifest["usage"]["student"]["completions"] == 24 and manifest["status"] == "complete"
 
