@@ -43,6 +43,15 @@ from llm_teach.data.logit_store import PAD_LOGPROB
 from llm_teach.trainers.losses.distill import DistillLoss, DistillLossOutput
 
 Head = Union[Tensor, nn.Module, Callable[[Tensor], Tensor]]
+# Default tile: 2^24 logits (64 MB in float32) per [tile, V] tensor. Measured on a 2-core CPU
+# (benchmarks/kd_loss.py): the per-tile loss holds ~10 such tensors at its peak (more for JSD),
+# and tiles much smaller than this re-read both heads so often that the projections slow down.
+TILE_ELEMENTS = 2**24
+
+
+def default_tile_rows(vocab: int) -> int:
+    """Rows per tile for a `vocab`-wide head: `TILE_ELEMENTS // vocab`, at least 16."""
+    return max(16, TILE_ELEMENTS // vocab)
 
 
 def plain_weight(head: Head) -> Tensor | None:
@@ -170,7 +179,8 @@ class TiledDistillLoss(nn.Module):
     """`DistillLoss` from hidden states, over tiles of the flattened valid rows (module docstring).
 
     Args:
-        tile_rows: rows (valid completion positions of the whole batch) per tile.
+        tile_rows: rows (valid completion positions of the whole batch) per tile; None =
+            `default_tile_rows(V)`.
         teacher_top_k: online teacher: 0 = its full distribution, k = only its top-k.
         **loss_kwargs: forwarded to `DistillLoss` (divergence, jsd_beta, temperature, ...).
 
@@ -193,9 +203,9 @@ class TiledDistillLoss(nn.Module):
         >>> out.loss.backward()
     """
 
-    def __init__(self, tile_rows: int = 256, teacher_top_k: int = 0, **loss_kwargs) -> None:
+    def __init__(self, tile_rows: int | None = None, teacher_top_k: int = 0, **loss_kwargs) -> None:
         super().__init__()
-        if tile_rows < 1 or teacher_top_k < 0:
+        if (tile_rows is not None and tile_rows < 1) or teacher_top_k < 0:
             raise ValueError(f"tile_rows must be >= 1 and teacher_top_k >= 0, got {tile_rows}, {teacher_top_k}")
         self.tile_rows = tile_rows
         self.teacher_top_k = teacher_top_k
@@ -209,12 +219,14 @@ class TiledDistillLoss(nn.Module):
         num_tokens = rows.weights.float().sum()
         weight = plain_weight(head)
         if weight is not None:
-            total, kd, ce = _FusedTiles.apply(flat, weight, rows, self.loss, self.tile_rows)
+            tile_rows = self.tile_rows or default_tile_rows(weight.size(0))
+            total, kd, ce = _FusedTiles.apply(flat, weight, rows, self.loss, tile_rows)
             out = self.loss.combine(kd, ce if self.loss.lambda_ce != 0.0 else None, num_tokens)
             return out._replace(loss=total / num_tokens.clamp_min(1.0))
         kd = ce = flat.sum() * 0.0  # keeps the graph (and a zero gradient) when every row is masked
-        for s in range(0, len(rows), self.tile_rows):
-            h = flat[s:s + self.tile_rows]
+        tile_rows = self.tile_rows or 128  # the head's width is unknown before it runs
+        for s in range(0, len(rows), tile_rows):
+            h = flat[s:s + tile_rows]
             if torch.is_grad_enabled():
                 tile_kd, tile_ce = checkpoint(self._module_tile, h, head, rows, s, use_reentrant=False)
             else:
