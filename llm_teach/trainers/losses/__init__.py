@@ -6,6 +6,9 @@ their docstrings, tested against dense references (tests/unit/test_losses.py).
   `ChunkedDistillLoss`, which reuses it chunk by chunk from hidden states so `[B, T, V]`
   logits never exist for the whole batch. Built on `divergences` (forward KL, reverse KL,
   generalized JSD over a common support).
+* `tiled`: `TiledDistillLoss`, what the distill trainer uses: `DistillLoss` over tiles of the
+  batch's flattened valid rows, with the student's AND an online teacher's logits projected
+  per tile from their hidden states and lm-heads (peak memory independent of the batch).
 * `kdrl`: KDRL (GRPO + reverse KL to a teacher on the student's own samples): the k1/k2/k3
   estimators, their masked mean, the beta schedule and reward-guided masking.
 """
