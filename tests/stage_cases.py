@@ -227,9 +227,7 @@ CASES: dict[str, StageCase] = {
     "arte": StageCase(12, lambda problems, delay: dict(zip(("teacher", "student"), arte_models(problems, delay))),
                       ARTE_CONFIG, ARTE_OUTPUTS, kill_delay=0.03, check=_has("dpo_pairs", "sft_records")),
     "ssb": StageCase(12, lambda problems, delay: {"teacher": ssb_models(problems, delay)},
-                     SSB_CONFIG, SSB_OUTPUTS, kill_delay=0.03, student="teacher", check=ssb_check,
-                     gaps={"test_a_finished_run_loads_no_model": "ssb() names its logit store with `teacher.model` "
-                           "before any unit runs, which makes the teacher backend even for a finished run"}),
+                     SSB_CONFIG, SSB_OUTPUTS, kill_delay=0.03, student="teacher", check=ssb_check),
     "llm2llm": StageCase(4, lambda problems, delay: {"teacher": llm2llm_teacher(problems, delay)},
                          LLM2LLM_CONFIG, LLM2LLM_OUTPUTS, kill_delay=0.0, student="tiny-random",
                          skips={"test_sigkill_gives_identical_bytes": "too slow for the suite: five runs that each "

@@ -97,7 +97,7 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
                    inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])})
     teacher = run.backend(models.teacher_backend, "teacher")
     roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend, "student")
-    store = LogitSink(out / "logits", config, teacher.model)
+    store = LogitSink(out / "logits", config, models.teacher)  # the spec: naming the store loads no model
     try:
         results = run.map("ssb", problems, config.chunk_size, lambda unit: _work(unit, roller, teacher, store, config))
     finally:
