@@ -200,7 +200,7 @@ def test_records_are_checked_before_any_teacher_runs(tmp_path):
     ({"divergence": "kl"}, "key 'divergence'"),
     ({"teacher_backend": "served"}, "key 'teacher_backend'"),
     ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
-    ({"temperature": 0}, "temperature > 0"),
+    ({"temperature": 0}, "'temperature' must be > 0"),
 ])
 def test_distill_config_is_validated(values, message):
     from llm_teach.errors import UserError

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -116,15 +116,15 @@ class ARTEConfig:
         "eval/boxed.jinja")
 
     def __post_init__(self) -> None:
-        if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:
-            raise ValueError("probe_size, seeds_per_prompt and questions_per_prompt must be at least 1")
+        check_fields(self, probe_size=">= 1", seeds_per_prompt=">= 1", draft_prompts=">= 1",
+                           questions_per_prompt=">= 1", question_temperature=">= 0", rationale_temperature=">= 0",
+                           top_p="(0, 1]", question_max_new_tokens=">= 1", max_new_tokens=">= 1",
+                           probe_max_new_tokens=">= 1", final_prompts=">= 1", near_duplicate_rouge_l="(0, 1]",
+                           chunk_size=">= 1")
         if not self.styles:
             raise ValueError("styles must name at least one rationale style")
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must not repeat")
-        for name in ("draft_prompts", "final_prompts"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (or null for the default)")
         for key in ("model", "data"):
             if key in self.dpo:
                 raise ValueError(f"dpo.{key} is set by the stage; remove it")
