@@ -64,14 +64,16 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
              inputs: dict[str, Any] | None = None) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same config and the same data (file hash) is not redone; anything
-    else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
+    A finished run with the same config and the same data (file hash) is not redone; an
+    interrupted one (Ctrl-C, a kill) with the same config and data resumes from its last
+    checkpoint, as with `resume`; anything else already in OUT that would be overwritten or
+    silently mixed in is an error naming the fix.
     `inputs`: `source_info(config["data"])` when the caller already has it (it hashes the file).
     """
     manifest = read_manifest(out)
+    if inputs is None and manifest:
+        inputs = source_info(config["data"])
     if manifest and manifest.get("status") == "complete":
-        if inputs is None:
-            inputs = source_info(config["data"])
         same_data = manifest.get("inputs") == _jsonable(inputs)
         if manifest.get("method") == method and manifest.get("config") == _jsonable(config) and same_data:
             return "done", None
@@ -79,6 +81,10 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
         raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
                         "choose another --out")
     checkpoints = checkpoint_dirs(out)
+    if checkpoints and not resume and manifest and manifest.get("status") == "running" and (
+            manifest.get("method"), manifest.get("config"), manifest.get("inputs")) == (
+            method, _jsonable(config), _jsonable(inputs)):
+        resume = True  # the same run, interrupted: re-running the same command continues it
     if checkpoints and not resume:
         raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
                         "pass --resume to continue it, or choose another --out")
