@@ -87,6 +87,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def current_umask() -> int:
+    """The process umask. Read from /proc where Linux has it: setting the umask to learn it
+    (the portable way, below) briefly changes it for every thread of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(root: str | Path) -> None:
+    """Give the file `root`, or every file under the directory `root`, the mode a plain `open`
+    would have given it (0666 minus the umask). For files written by libraries that create
+    them 0600 whatever the umask: safetensors' `save_file` (model.safetensors) does."""
+    root = Path(root)
+    mode = 0o666 & ~current_umask()
+    for path in [root] if root.is_file() else root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 

@@ -165,6 +165,7 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     acc = trainer.accelerator
     metrics = MetricsLog(out / "metrics.jsonl", _checkpoint_step(checkpoint))
     trainer.add_callback(metrics.callback())
+    trainer.add_callback(_umask_callback())
     world = acc.num_processes
     base = dict(method=method, config=cfg.to_dict(), world_size=world,
                 models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)},
@@ -185,6 +186,21 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     return path
 
 
+def _umask_callback():
+    """A callback giving each checkpoint's files the user's umask (see `follow_umask`)."""
+    from transformers import TrainerCallback
+
+    from llm_teach.data.jsonl import follow_umask
+
+    class _Callback(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                follow_umask(checkpoint)
+
+    return _Callback()
+
+
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return None if checkpoint is None else int(checkpoint.name.split("-")[-1])
 
@@ -194,6 +210,8 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
 
     Written to a temporary directory then renamed, so OUT/model is never half a model.
     """
+    from llm_teach.data.jsonl import follow_umask
+
     acc = trainer.accelerator
     unwrapped = acc.unwrap_model(trainer.model)
     if hasattr(unwrapped, "config"):
@@ -209,10 +227,12 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
         if cfg.lora_r:
             # The adapter config records the base as a local cache path; keep the portable spec too.
             (tmp / "llm_teach_base.json").write_text(json.dumps({"spec": cfg.model}) + "\n")
+        follow_umask(tmp)
         _replace(tmp, out / name)
         if cfg.lora_r and cfg.merge:
             merged = out / ".model.partial"
             merge_adapter(out / "adapter", merged)
+            follow_umask(merged)
             _replace(merged, out / "model")
     acc.wait_for_everyone()
     return final_model_dir(out)
