@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.errors import UserError
 
 BENCHMARK_FILES = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl"}
@@ -49,6 +49,9 @@ class DecontamConfig:
                                    factory=lambda: ["gsm8k", "math500"])
     paths: list[str] = option("More problem files to check against (--decontaminate PATH).", factory=list)
     ngram: int = option("Words in a shared span that counts as overlap (13, as in the GPT-3 contamination study).", 13)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ngram=">= 1")
 
 
 def words(text: str) -> list[str]:

@@ -23,6 +23,20 @@ from llm_teach.errors import UserError
 from llm_teach.runs.manifest import write_manifest
 
 
+def check_out_dir(out: str | Path) -> None:
+    """Fail now, in one line, if OUT cannot hold a run: OUT (or a folder above it) is a file, or
+    OUT holds an unreadable manifest.json. Commands call this before loading any model, and it
+    creates nothing, so a bad --out costs a second and leaves no trace."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.is_dir():
+            break
+        if path.exists() or path.is_symlink():  # a file, or a dangling link, where a folder must be
+            where = "is a file" if path == out else f"cannot be created: {path} is a file"
+            raise UserError(f"{out}: {where}; --out must be a directory")
+    RunDirectory(out, {}).previous()
+
+
 class RunDirectory:
     """OUT, claimed by one run.
 
@@ -45,9 +59,12 @@ class RunDirectory:
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise UserError(f"{self.manifest_path}: unreadable manifest; use a new --out (or delete it)") from None
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # ValueError: invalid JSON or not UTF-8
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise UserError(f"{self.manifest_path}: unreadable manifest; use a new --out (or delete it)")
+        return manifest
 
     def changes(self, previous: dict[str, Any]) -> list[str]:
         """The identity sections whose values differ from `previous` (in identity order)."""
@@ -57,6 +74,7 @@ class RunDirectory:
         """Check that OUT is new or holds this same run; return the previous manifest (None if
         new). Another run is a UserError: `refusal` when given, else one naming the first
         changed key, e.g. "OUT holds a ssb run with another config ('rollouts': 4 -> 8); ..."."""
+        check_out_dir(self.out)
         previous = self.previous()
         changed = self.changes(previous) if previous is not None else []
         if changed:

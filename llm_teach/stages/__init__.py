@@ -73,6 +73,7 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
     from llm_teach import config as config_loader
     from llm_teach.data import load_problems
     from llm_teach.models import parse_spec
+    from llm_teach.runs.directory import check_out_dir
 
     function, config_cls = load_stage(stage)
     flags: dict[str, Any] = {}
@@ -88,10 +89,12 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
             if name not in fields:
                 raise UserError(f"stage '{stage}' takes no --{name}")
             flags[name] = source
-    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags, where=where)
+    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags, where=where,
+                                spelled={"decontamination": "--decontaminate"})
     for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
         if options.backend in ("hf", "vllm"):
             parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
+    check_out_dir(out)
     problems = load_problems(data, limit, split=split, columns=columns)
     return function(problems, models, config, out)
 

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -136,19 +136,17 @@ class ARTEConfig:
         "eval/boxed.jinja")
 
     def __post_init__(self) -> None:
-        if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt, self.probe_demos) < 1:
-            raise ValueError("probe_size, seeds_per_prompt, questions_per_prompt and probe_demos must be at least 1")
+        check_fields(self, probe_size=">= 1", seeds_per_prompt=">= 1", draft_prompts=">= 1",
+                           questions_per_prompt=">= 1", question_temperature=">= 0", rationale_temperature=">= 0",
+                           top_p="(0, 1]", question_max_new_tokens=">= 1", max_new_tokens=">= 1",
+                           probe_max_new_tokens=">= 1", final_prompts=">= 1", near_duplicate_rouge_l="(0, 1]",
+                           chunk_size=">= 1", probe_demos=">= 1", final_resolves=">= 0")
         if self.probe_pool is not None and self.probe_pool < self.probe_size:
-            raise ValueError("probe_pool must be at least probe_size")
+            raise FieldError("probe_pool", f"must be at least probe_size ({self.probe_size})")
         if not self.styles:
             raise ValueError("styles must name at least one rationale style")
-        if self.final_resolves < 0:
-            raise ValueError("final_resolves must be >= 0")
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must not repeat")
-        for name in ("draft_prompts", "final_prompts"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (or null for the default)")
         for key in ("model", "data"):
             if key in self.dpo:
                 raise ValueError(f"dpo.{key} is set by the stage; remove it")

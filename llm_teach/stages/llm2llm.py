@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -98,8 +98,10 @@ class LLM2LLMConfig:
     seed: int = option("Base seed of every sampling call.", 0)
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.new_per_wrong < 1:
-            raise ValueError("rounds and new_per_wrong must be at least 1")
+        check_fields(self, rounds=">= 1", new_per_wrong=">= 1", eval_max_new_tokens=">= 1", eval_temperature=">= 0",
+                           eval_top_p="(0, 1]",
+                           teacher_temperature=">= 0", teacher_max_new_tokens=">= 1", solve_max_new_tokens=">= 1",
+                           near_duplicate_rouge_l="(0, 1]", chunk_size=">= 1")
         for key in ("model", "data"):
             if key in self.train:
                 raise ValueError(f"train.{key} is set by the stage; remove it")

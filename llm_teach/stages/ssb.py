@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.data.logit_store import append_scored, open_writer
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.grading import grade
@@ -83,10 +83,10 @@ class SSBConfig:
     explain_template: str = option("Template: the hinted prompt with correct and wrong responses.", "ssb/explain.jinja")
 
     def __post_init__(self) -> None:
-        if self.rollouts < 2:
-            raise ValueError("rollouts must be at least 2 (one right and one wrong are needed)")
-        if self.explanations < 1 or self.top_k < 1:
-            raise ValueError("explanations and top_k must be at least 1")
+        # rollouts >= 2: one right and one wrong are needed.
+        check_fields(self, rollouts=">= 2", rollout_temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1",
+                           explanations=">= 1", explain_temperature=">= 0", explain_max_new_tokens=">= 1",
+                           top_k=">= 1", chunk_size=">= 1")
 
 
 def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict[str, Any]:

@@ -59,9 +59,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator
-from llm_teach.data.jsonl import write_json_atomic
+from llm_teach.data.jsonl import read_text, write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
 from llm_teach.grading import grade
@@ -143,23 +143,18 @@ class STATConfig:
         "Template: the teacher writes a new problem for a skill.", "stat/synthesize.jinja")
 
     def __post_init__(self) -> None:
-        if self.student_samples < 1 or self.syn_solutions < 1 or self.solve_attempts < 1:
-            raise ValueError("student_samples, syn_solutions and solve_attempts must be at least 1")
+        check_fields(self, diagnose_fraction="(0, 1)", catalog_sample=">= 1", catalog_max_names=">= 1",
+                           catalog_max_new_tokens=">= 1", max_skills=">= 1", max_labels=">= 1", max_missing=">= 1",
+                           student_samples=">= 1", student_temperature=">= 0", min_agreement=">= 0",
+                           sel_size=">= 0", syn_size=">= 0", syn_references=">= 1", syn_solutions=">= 1",
+                           syn_min_agree=">= 1", near_duplicate_rouge_l="(0, 1]", syn_temperature=">= 0",
+                           solve_temperature=">= 0", solve_attempts=">= 1", top_p="(0, 1]", max_new_tokens=">= 1",
+                           list_max_new_tokens=">= 1", chunk_size=">= 1")
         if self.min_agreement > self.student_samples:
             raise ValueError(f"min_agreement ({self.min_agreement}) cannot exceed student_samples "
                              f"({self.student_samples}): every problem would be difficult")
-        if not 1 <= self.syn_min_agree <= self.syn_solutions:
-            raise ValueError("syn_min_agree must be between 1 and syn_solutions")
-        if min(self.max_skills, self.max_labels, self.max_missing, self.catalog_max_names, self.syn_references) < 1:
-            raise ValueError("max_skills, max_labels, max_missing, catalog_max_names and syn_references "
-                             "must be at least 1")
-        if not 0 < self.diagnose_fraction < 1:
-            raise ValueError("diagnose_fraction must be between 0 and 1")
-        if self.catalog_sample is not None and self.catalog_sample < 1:
-            raise ValueError("catalog_sample must be at least 1 (or null for all problems)")
-        for name in ("sel_size", "syn_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        if self.syn_min_agree > self.syn_solutions:
+            raise FieldError("syn_min_agree", f"cannot exceed syn_solutions ({self.syn_solutions})")
 
 
 def stat(problems: list[Problem], models: Models, config: STATConfig, out: str | Path) -> dict[str, Any]:
@@ -243,7 +238,7 @@ def _catalog(run: StageRun, problems: list[Problem], teacher: Backend, config: S
     """(the skills step's Work: `skills`, `raw`, `merged`; the free-form labels it came from)."""
     if skills_file:
         def from_file(unit: Unit) -> Work:
-            text = Path(config.skills_file).read_text(encoding="utf-8")
+            text = read_text(config.skills_file)
             names = parse_skill_file(text)
             skills = dedupe_skills(names)[: config.max_skills]
             return Work(records={"skills": [{"id": s, "name": s} for s in skills], "raw": [{"id": "raw", "text": text}]},

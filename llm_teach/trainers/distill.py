@@ -41,7 +41,7 @@ from transformers import Trainer
 from llm_teach.backends.base import encode_prompt
 from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_writer
 from llm_teach.errors import UserError
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
 from llm_teach.trainers.records import is_records_file, read_records, require
 from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
@@ -82,8 +82,8 @@ class DistillConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.teacher_top_k < 0 or self.chunk_size < 0 or self.temperature <= 0:
-            raise ValueError("teacher_top_k must be >= 0, chunk_size >= 0 and temperature > 0")
+        check_fields(self, teacher_top_k=">= 0", jsd_beta="[0, 1]", temperature="> 0", lambda_kd=">= 0",
+                           lambda_ce=">= 0", chunk_size=">= 0", max_length=">= 1")
         if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
 

@@ -62,10 +62,10 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
              inputs: dict[str, Any]) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same method, config and data (file hash) is not redone; anything
-    else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
-    An interrupted run (status "running") is not compared (unlike `RunDirectory.claim`): its
-    checkpoints decide, and `--resume` continues it. An unreadable manifest is a one-line error.
+    A finished run with the same method, config and data (file hash) is not redone; an
+    interrupted one (Ctrl-C, a kill) with the same config and data resumes from its last
+    checkpoint, as with `resume`; anything else already in OUT that would be overwritten or
+    silently mixed in is an error naming the fix. An unreadable manifest is a one-line error.
     `inputs`: `source_info(config["data"])`.
     """
     directory = run_directory(out, method, config, inputs)
@@ -78,6 +78,9 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
         raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
                         "choose another --out")
     checkpoints = checkpoint_dirs(out)
+    if checkpoints and not resume and manifest and manifest.get("status") == "running" \
+            and not directory.changes(manifest):
+        resume = True  # the same run, interrupted: re-running the same command continues it
     if checkpoints and not resume:
         raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
                         "pass --resume to continue it, or choose another --out")
@@ -152,6 +155,7 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     acc = trainer.accelerator
     metrics = MetricsLog(out / "metrics.jsonl", _checkpoint_step(checkpoint))
     trainer.add_callback(metrics.callback())
+    trainer.add_callback(_umask_callback())
     world = acc.num_processes
     inputs = source_info(cfg.data) if inputs is None else inputs
     config = cfg.to_dict()
@@ -174,6 +178,21 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     return path
 
 
+def _umask_callback():
+    """A callback giving each checkpoint's files the user's umask (see `follow_umask`)."""
+    from transformers import TrainerCallback
+
+    from llm_teach.data.jsonl import follow_umask
+
+    class _Callback(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                follow_umask(checkpoint)
+
+    return _Callback()
+
+
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return None if checkpoint is None else int(checkpoint.name.split("-")[-1])
 
@@ -183,6 +202,8 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
 
     Written to a temporary directory then renamed, so OUT/model is never half a model.
     """
+    from llm_teach.data.jsonl import follow_umask
+
     acc = trainer.accelerator
     unwrapped = acc.unwrap_model(trainer.model)
     if hasattr(unwrapped, "config"):
@@ -198,10 +219,12 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
         if cfg.lora_r:
             # The adapter config records the base as a local cache path; keep the portable spec too.
             (tmp / "llm_teach_base.json").write_text(json.dumps({"spec": cfg.model}) + "\n")
+        follow_umask(tmp)
         _replace(tmp, out / name)
         if cfg.lora_r and cfg.merge:
             merged = out / ".model.partial"
             merge_adapter(out / "adapter", merged)
+            follow_umask(merged)
             _replace(merged, out / "model")
     acc.wait_for_everyone()
     return final_model_dir(out)

@@ -9,7 +9,7 @@ import pytest
     ({"divergence": "kl"}, "key 'divergence'"),
     ({"teacher_backend": "served"}, "key 'teacher_backend'"),
     ({"teacher": "x", "teacher_backend": "openai"}, "teacher_base_url"),
-    ({"temperature": 0}, "temperature > 0"),
+    ({"temperature": 0}, "'temperature' must be > 0"),
 ])
 def test_distill_config_is_validated(values, message):
     from llm_teach.errors import UserError
