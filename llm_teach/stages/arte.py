@@ -140,7 +140,8 @@ class ARTEConfig:
                            questions_per_prompt=">= 1", question_temperature=">= 0", rationale_temperature=">= 0",
                            top_p="(0, 1]", question_max_new_tokens=">= 1", max_new_tokens=">= 1",
                            probe_max_new_tokens=">= 1", final_prompts=">= 1", near_duplicate_rouge_l="(0, 1]",
-                           chunk_size=">= 1", probe_demos=">= 1", final_resolves=">= 0")
+                           chunk_size=">= 1", probe_demos=">= 1", final_resolves=">= 0",
+                           resolve_temperature=">= 0")
         if self.probe_pool is not None and self.probe_pool < self.probe_size:
             raise FieldError("probe_pool", f"must be at least probe_size ({self.probe_size})")
         if not self.styles:
