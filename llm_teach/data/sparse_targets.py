@@ -105,3 +105,35 @@ def sample_log_weights(logprobs: Tensor, k: int, log_tail_s: Tensor, sample_temp
     lp_s = tempered_logprobs(logprobs, k, log_tail_s, sample_temperature)[..., k:]
     w = log_tail_s.float()[..., None] - math.log(max(m, 1)) - lp_s
     return w.masked_fill(logprobs[..., k:] <= PAD_LOGPROB / 2, PAD_LOGPROB)
+
+
+def store_tail_problem(meta: dict, temperature: float) -> str | None:
+    """Why a logit store (its meta.json) cannot give the tail at the loss `temperature`, or None.
+    The T=1 tail is always available: it follows from normalized T=1 top-k log-probs alone."""
+    temps = meta.get("tail_temperatures") or []
+    if temperature in temps or temperature == 1.0:
+        return None
+    held = f"tail mass at T={temps}" if temps else "no tail mass (no tail_temperatures, e.g. a version-1 store)"
+    return (f"the logit store holds {held}, but the loss temperature is {temperature:g}: re-score it with "
+            f"tail_temperatures including {temperature:g} (hf teacher backend), distill at temperature 1, "
+            "or set sparse_target: renormalize (the old top-k renormalization, biased at T > 1)")
+
+
+def loss_inputs(meta: dict, topk_ids, topk_logprobs, log_tail, temperature: float) -> dict[str, Tensor]:
+    """The keyword tensors of `DistillLoss` for one stored record at the loss `temperature`
+    (numpy arrays in, [T, ...] tensors out): ids, T=1 log-probs, the log tail at `temperature`
+    and, for a store with samples, their log importance weights."""
+    lp = torch.from_numpy(topk_logprobs.astype("float32"))
+    out = {"teacher_topk_ids": torch.from_numpy(topk_ids.astype("int64")), "teacher_topk_logprobs": lp}
+    k, temps = meta["k"], meta.get("tail_temperatures") or []
+    tails = torch.from_numpy(log_tail.astype("float32")) if log_tail is not None else None
+    if temperature in temps:
+        out["teacher_log_tail"] = tails[:, temps.index(temperature)]
+    elif temperature == 1.0:
+        out["teacher_log_tail"] = tail_from_topk(lp[:, :k].masked_fill(lp[:, :k] <= PAD_LOGPROB / 2, -math.inf))
+    else:
+        raise ValueError(store_tail_problem(meta, temperature))
+    if meta.get("samples"):
+        ts = meta["sample_temperature"]
+        out["teacher_sample_log_weights"] = sample_log_weights(lp, k, tails[:, temps.index(ts)], ts)
+    return out

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import Trainer
 
 from llm_teach.backends.base import encode_prompt
-from llm_teach.data.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
+from llm_teach.data.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer, tail_request
+from llm_teach.data.sparse_targets import loss_inputs, sparse_from_logits, store_tail_problem
 from llm_teach.errors import UserError
 from llm_teach.config import option
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
@@ -71,8 +72,12 @@ class DistillConfig(TrainConfig):
     temperature: float = option("Softening temperature T of both distributions (the loss is scaled by T^2).", 1.0)
     lambda_kd: float = option("Weight of the distillation term.", 1.0)
     lambda_ce: float = option("Weight of the cross-entropy on the completion tokens (0 = pure KD).", 0.0)
-    student_renorm: bool = option("Top-k teacher: renormalize the student on the teacher's top-k too (needed "
-                                 "for reverse KL against a top-k teacher; ignores off-support mass).", False)
+    sparse_target: Literal["tail", "renormalize"] = option(
+        "Top-k teacher: tail = keep the teacher's mass outside its top-k (a tail bucket, or the store's "
+        "sampled tail tokens; needs the store's tail at `temperature`, T=1 always works); renormalize = the "
+        "pre-v2 behaviour, top-k renormalized over itself (+87% forward KL at T=2 from top-32, issue 11).", "tail")
+    student_renorm: bool = option("sparse_target=renormalize: renormalize the student on the teacher's top-k too "
+                                 "(needed for reverse KL there; ignores off-support mass).", False)
     chunk_size: int = option("Completion positions per lm-head chunk of the loss.", 256)
     max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
                             "tail is cut).", 1024)
@@ -83,6 +88,8 @@ class DistillConfig(TrainConfig):
             raise ValueError("teacher_top_k must be >= 0, chunk_size >= 1 and temperature > 0")
         if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
+        if self.student_renorm and self.sparse_target == "tail":
+            raise ValueError("student_renorm needs sparse_target: renormalize (a teacher with its tail needs none)")
 
 
 # -- records -> tokenized rows ---------------------------------------------------------------
@@ -142,6 +149,9 @@ def build_rows(cfg: DistillConfig, records: Records, mode: str, tokenizer, vocab
             ref = rec["logits_ref"]
             row["store"] = _resolve_store(ref, cfg, where)
             store = stores.setdefault(row["store"], TopKLogitStore(row["store"]))
+            problem = store_tail_problem(store.meta, cfg.temperature) if cfg.sparse_target == "tail" else None
+            if problem:
+                raise UserError(f"{where}: {row['store']}: {problem}")
             try:
                 stored = store.get(ref)
             except (KeyError, ValueError) as exc:
@@ -181,12 +191,13 @@ def score_into_store(backend, cfg: DistillConfig, records: Records, root: Path, 
     `root`. Resumable (records already in the store are not scored again); returns each
     record's `logits_ref`, in order."""
     k = cfg.teacher_top_k or 20
-    with open_writer(root, k=k, model=cfg.teacher) as writer:
+    temps = sorted({1.0, cfg.temperature}) if cfg.sparse_target == "tail" else []
+    with open_writer(root, k=k, model=cfg.teacher, tail_temperatures=temps) as writer:
         todo = [(str(i), r) for i, (_, r) in enumerate(records) if str(i) not in writer]
         for s in range(0, len(todo), batch):
             part = todo[s:s + batch]
             scored = backend.score([r.get("teacher_prompt", r["prompt"]) for _, r in part],
-                                   [r["completion"] for _, r in part], top_k=k)
+                                   [r["completion"] for _, r in part], top_k=k, **tail_request(writer))
             for (key, _), result in zip(part, scored, strict=True):
                 append_scored(writer, key, result)
         return [writer.ref(str(i)) for i in range(len(records))]
@@ -198,8 +209,9 @@ def score_into_store(backend, cfg: DistillConfig, records: Records, root: Path, 
 class DistillCollator:
     """Pads rows and lays the teacher out in the completion frame ([B, C_max, ...])."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, temperature: float | None = None):
         self.pad_id = pad_id
+        self.temperature = temperature  # None: renormalized top-k; else the tail at this loss temperature
         self.stores: dict[str, TopKLogitStore] = {}
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -213,14 +225,19 @@ class DistillCollator:
         targets = torch.where(mask.bool(), batch["input_ids"].gather(1, (positions + 1).clamp(max=width - 1)), -100)
         out = {**batch, "positions": positions, "completion_mask": mask, "targets": targets}
         if rows[0]["store"]:
-            ids, logps = [], []
+            parts: dict[str, list[torch.Tensor]] = {}
             for r, n in zip(rows, lengths):
                 store = self.stores.setdefault(r["store"], TopKLogitStore(r["store"]))
                 rec = store.get({"offset": r["offset"], "length": n})
-                ids.append(torch.from_numpy(rec.topk_ids.astype("int64")))
-                logps.append(torch.from_numpy(rec.topk_logprobs.astype("float32")))
-            out["teacher_topk_ids"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
-            out["teacher_topk_logprobs"] = torch.nn.utils.rnn.pad_sequence(logps, batch_first=True)
+                if self.temperature is None:
+                    inputs = {"teacher_topk_ids": torch.from_numpy(rec.topk_ids[:, :store.k].astype("int64")),
+                              "teacher_topk_logprobs": torch.from_numpy(rec.topk_logprobs[:, :store.k].astype("float32"))}
+                else:
+                    inputs = loss_inputs(store.meta, rec.topk_ids, rec.topk_logprobs, rec.log_tail, self.temperature)
+                for name, value in inputs.items():
+                    parts.setdefault(name, []).append(value)
+            for name, values in parts.items():
+                out[name] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
         else:
             t_width = max(len(r["teacher_input_ids"]) for r in rows)
             teacher = _pad([r["teacher_input_ids"] for r in rows], t_width, self.pad_id)
@@ -263,12 +280,16 @@ class DistillTrainer(Trainer):
         loss: the `ChunkedDistillLoss` to minimize.
         teacher: online teacher model (None when batches carry a stored top-k).
         teacher_top_k: online teacher: 0 = full vocabulary, k = its top-k.
+        tail_temperature: online top-k: the loss temperature at which to keep its tail (None:
+            renormalize the top-k).
     """
 
-    def __init__(self, *args, loss: ChunkedDistillLoss, teacher=None, teacher_top_k: int = 0, **kwargs):
+    def __init__(self, *args, loss: ChunkedDistillLoss, teacher=None, teacher_top_k: int = 0,
+                 tail_temperature: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.distill_loss = loss
         self.teacher_top_k = teacher_top_k
+        self.tail_temperature = tail_temperature  # online top-k: keep the tail at this temperature
         # Our loss is already a mean over the micro-batch: let the Trainer divide it by the
         # accumulation steps (it skips that for models whose forward takes loss kwargs).
         self.model_accepts_loss_kwargs = False
@@ -295,8 +316,8 @@ class DistillTrainer(Trainer):
         """The teacher side of the loss: the stored top-k, or the online teacher's distribution at
         the same completion tokens (full logits cut/padded to the student's vocabulary, or top-k)."""
         if "teacher_topk_ids" in inputs:
-            return {"teacher_topk_ids": inputs["teacher_topk_ids"],
-                    "teacher_topk_logprobs": inputs["teacher_topk_logprobs"]}
+            keys = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_log_tail", "teacher_sample_log_weights")
+            return {k: inputs[k] for k in keys if k in inputs}
         hidden = completion_hidden(self.teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
                                    inputs["teacher_positions"])
         logits = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()(hidden).float()
@@ -306,7 +327,10 @@ class DistillTrainer(Trainer):
         if not self.teacher_top_k:
             return {"teacher_logits": logits}
         values, ids = logits.log_softmax(-1).topk(self.teacher_top_k, dim=-1)
-        return {"teacher_topk_ids": ids, "teacher_topk_logprobs": values}
+        out = {"teacher_topk_ids": ids, "teacher_topk_logprobs": values}
+        if self.tail_temperature is not None:  # exact: the full logits are at hand
+            out["teacher_log_tail"] = sparse_from_logits(logits, self.teacher_top_k, (self.tail_temperature,)).log_tail[..., 0]
+        return out
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for key, values in self._metrics.items():
@@ -334,6 +358,7 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     loss = ChunkedDistillLoss(chunk_size=cfg.chunk_size, divergence=cfg.divergence, jsd_beta=cfg.jsd_beta,
                               temperature=cfg.temperature, lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce,
                               student_renorm=cfg.student_renorm)
+    tail = cfg.temperature if cfg.sparse_target == "tail" else None
     model = student
     if cfg.lora_r:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -342,8 +367,9 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
             student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = get_peft_model(student, lora_config(cfg))
     return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                          data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                          callbacks=callbacks, loss=loss, teacher=teacher, teacher_top_k=cfg.teacher_top_k)
+                          data_collator=DistillCollator(tokenizer.pad_token_id, tail), processing_class=tokenizer,
+                          callbacks=callbacks, loss=loss, teacher=teacher, teacher_top_k=cfg.teacher_top_k,
+                          tail_temperature=tail)
 
 
 def _score_with_backend(cfg: DistillConfig, out: Path, records: Records, tokenizer) -> tuple[DistillConfig, Records]:
