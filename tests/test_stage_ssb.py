@@ -71,7 +71,7 @@ def test_ssb_selects_explains_and_emits_distill_records(tmp_path):
         assert f"final answer {wrong}" in hinted and "oops" not in hinted and f"\\boxed{{{problem.answer}}}" in hinted
         assert record["completion"].endswith(f"\\boxed{{{problem.answer}}}")
         arrays = store.get(record["logits_ref"])
-        assert arrays.topk_ids.shape == (len(record["completion"].split()), 3)
+        assert arrays.topk_ids.shape == (len(record["completion"].split()), 3 + store.samples)  # top-k, tail samples
     rollouts = read_jsonl(tmp_path / "rollouts.jsonl")
     assert len(rollouts) == 6 and rollouts[0]["correct"] == [True, False, False, True, False]
     assert manifest["usage"]["teacher"]["score_calls"] == 2  # one per unit with kept problems
@@ -90,8 +90,8 @@ def test_ssb_drops_problems_without_both_right_and_wrong(tmp_path):
 
 def test_logit_sink_stores_real_teacher_scores(tmp_path, tiny_backend):
     prompt = [{"role": "user", "content": "What is 2 + 3?"}]
-    scored = tiny_backend.score([prompt], ["It is 5, so \\boxed{5}"], top_k=4)[0]
     sink = LogitSink(tmp_path / "logits", SSBConfig(top_k=4), "tiny-random")
+    scored = tiny_backend.score([prompt], ["It is 5, so \\boxed{5}"], top_k=4, **sink.score_kwargs(0))[0]
     ref = sink.put("p1", scored)
     assert sink.put("p1", scored) == ref  # a redone unit gets the stored ref back
     sink.close()

@@ -50,6 +50,9 @@ READABLE_VERSIONS = (1, 2)
 _LOGPROB_DTYPES = {"float16": "<f2", "float32": "<f4"}
 _FIXED = {"tokens": "<i4", "token_logprobs": "<f4", "ids": "<i4"}  # logprobs: from meta
 _TAIL_DTYPE = "<f4"
+# The SSB store's default layout, chosen by benchmarks/logit_store.py (issue 11; RESULTS.md).
+DEFAULT_TOP_K = 16
+DEFAULT_TAIL_SAMPLES = 14
 # Fills top-k rows a server returned short (finite: float16-safe, exp() == 0).
 PAD_LOGPROB = -1e4  # == sparse_targets.PAD_LOGPROB (not imported: this module needs no torch)
 
