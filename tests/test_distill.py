@@ -150,7 +150,9 @@ def test_distill_cli_from_stored_logits(scored_records, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert rows[-1]["kd_loss"] < rows[0]["kd_loss"] and all(r["ce_loss"] > 0 for r in rows)
+    # With the teacher's tail kept (T=2 store tail), two near-uniform tiny-random models are ~1e-5
+    # apart: KD is positive but at noise level, so the falling trend is checked on the total loss.
+    assert rows[-1]["loss"] < rows[0]["loss"] and all(r["ce_loss"] > 0 and r["kd_loss"] > 0 for r in rows)
     trained, initial = load_model(str(out / "model"), device="cpu"), load_model("tiny-random", device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
     assert json.loads((out / "manifest.json").read_text())["inputs"]["data_hash"].startswith("sha256:")
