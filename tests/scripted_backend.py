@@ -44,14 +44,20 @@ class ScriptedBackend:
             out.append(row)
         return out
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+              tail=None) -> list[TokenLogprobs]:
         out = []
         for prompt, completion in zip(prompts, completions, strict=True):
             self.calls.append(("score", completion))
             ids = [_tok(w) for w in completion.split()]
             logps = [-0.1 * (1 + i % 3) for i in range(len(ids))]
             tops = [{(t + j) % 1000: lp - j for j in range(top_k)} for t, lp in zip(ids, logps)] if top_k else None
-            out.append(TokenLogprobs(token_ids=ids, logprobs=logps, top_k=tops))
+            scored = TokenLogprobs(token_ids=ids, logprobs=logps, top_k=tops)
+            if tail is not None:  # scripted too: a fixed tail mass, samples just past the top-k
+                scored.log_tail = {t: [-1.0 * t] * len(ids) for t in tail.temperatures}
+                scored.tail_samples = [[((t + top_k + j) % 1000, lp - top_k - j) for j in range(tail.samples)]
+                                       for t, lp in zip(ids, logps)]
+            out.append(scored)
         return out
 
 

@@ -67,10 +67,40 @@ class TokenLogprobs:
     token_ids: list[int]
     logprobs: list[float]
     top_k: list[dict[int, float]] | None = None
+    # With a TailRequest: per temperature T, each position's log mass outside its top-k at T,
+    # and each position's tail samples as (token id, T=1 log-prob) pairs.
+    log_tail: dict[float, list[float]] | None = None
+    tail_samples: list[list[tuple[int, float]]] | None = None
 
     @property
     def total(self) -> float:
         return float(sum(self.logprobs))
+
+
+@dataclass(frozen=True)
+class TailRequest:
+    """What `score(..., tail=...)` must add to the top-k so a sparse KD target keeps the teacher's
+    tail (`llm_teach.data.sparse_targets`): the log tail mass at each temperature, and `samples`
+    tail tokens drawn at `sample_temperature` (seeded by `seed` and the completion, so a redone
+    record gets the same draws). Needs the full distribution: only the hf backend has it."""
+
+    temperatures: tuple[float, ...] = (1.0,)
+    samples: int = 0
+    sample_temperature: float | None = None
+    seed: int = 0
+
+
+def refuse_tail(backend: str, tail: TailRequest | None) -> None:
+    """One clear error from a backend that returns top-k log-probs at T=1 only (vLLM computes
+    prompt log-probs from the raw logits, skipping every sampling processor, temperature
+    included). The T=1 tail needs nothing from it: the store derives it from the top-k."""
+    if tail is not None and (set(tail.temperatures) - {1.0} or tail.samples):
+        from llm_teach.errors import UserError
+
+        raise UserError(f"the {backend} teacher backend returns top-k log-probs at temperature 1 only, so it cannot "
+                        f"give the tail mass at T={sorted(set(tail.temperatures) - {1.0}) or '-'} or tail samples "
+                        "(asked for by the logit store's tail_temperatures / tail_samples): score with the hf "
+                        "backend, or store tail_temperatures [1.0] with tail_samples 0 and distill at temperature 1")
 
 
 @runtime_checkable
@@ -87,9 +117,11 @@ class Backend(Protocol):
         ...
 
     def score(
-        self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0
+        self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+        tail: TailRequest | None = None,
     ) -> list[TokenLogprobs]:
-        """Log-probs of each given completion's tokens after its prompt (+ top-k alternatives)."""
+        """Log-probs of each given completion's tokens after its prompt (+ top-k alternatives,
+        + the tail of `tail`; backends without the full distribution call `refuse_tail`)."""
         ...
 
 

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, cut_at_stop, encode_prompt
+from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, cut_at_stop,
+                                     encode_prompt)
 from llm_teach.models import default_device, load_model, load_tokenizer
 
 
@@ -101,7 +102,8 @@ class HFBackend:
 
     # -- score -----------------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+              tail: TailRequest | None = None) -> list[TokenLogprobs]:
         """Log-probs of each completion's tokens in one forward pass per batch.
 
         The completion is tokenized on its own and appended to the prompt tokens, so its token
@@ -139,8 +141,23 @@ class HFBackend:
                 if top_k:
                     values, indices = logp.topk(top_k, dim=-1)
                     tops = [dict(zip(i.tolist(), v.tolist())) for i, v in zip(indices, values)]
-                results.append(TokenLogprobs(token_ids=c, logprobs=chosen, top_k=tops))
+                result = TokenLogprobs(token_ids=c, logprobs=chosen, top_k=tops)
+                if tail is not None and top_k:
+                    _add_tail(result, logp, top_k, tail)
+                results.append(result)
         return results
+
+
+def _add_tail(result: TokenLogprobs, logp: torch.Tensor, top_k: int, tail: TailRequest) -> None:
+    """The tail of `tail` from the full log-probs [C, V] of one completion (exact: hf has them)."""
+    from llm_teach.data.sparse_targets import sparse_from_logits
+
+    g = torch.Generator(device=logp.device).manual_seed(_batch_seed(tail.seed, [result.token_ids]))
+    target = sparse_from_logits(logp, top_k, tuple(tail.temperatures), tail.samples, tail.sample_temperature, g)
+    result.log_tail = {t: target.log_tail[:, i].tolist() for i, t in enumerate(tail.temperatures)}
+    if tail.samples:
+        ids, lps = target.ids[:, top_k:].tolist(), target.logprobs[:, top_k:].tolist()
+        result.tail_samples = [list(zip(i, v)) for i, v in zip(ids, lps)]
 
 
 def _batch_seed(seed: int, encoded: list[list[int]]) -> int:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, cut_at_stop, encode_prompt
+from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, cut_at_stop,
+                                     encode_prompt, refuse_tail)
 from llm_teach.backends.http import HTTPConfig, ServerRejected, Session, Transport, gather_or_cancel, run_sync
 from llm_teach.errors import UserError
 
@@ -149,13 +150,15 @@ class OpenAIBackend:
                 for c in choices]
 
     # -- score -----------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+              tail: TailRequest | None = None) -> list[TokenLogprobs]:
         """Log-probs of each completion's tokens through vLLM's `prompt_logprobs`.
 
         Prompt and completion are tokenized here exactly as `HFBackend.score` does (the
         completion on its own, appended to the prompt tokens) and sent as token ids, so the
         boundaries are exact and the numbers comparable across backends.
         """
+        refuse_tail(self.name, tail)
         tokenizer = self._load_tokenizer()
         pairs = [(encode_prompt(tokenizer, p), tokenizer(c, add_special_tokens=False)["input_ids"])
                  for p, c in zip(prompts, completions, strict=True)]

@@ -17,7 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from llm_teach.backends.base import Generation, Prompt, SamplingConfig, TokenLogprobs, encode_prompt
+from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, encode_prompt,
+                                     refuse_tail)
 from llm_teach.errors import UserError
 
 INSTALL_HINT = ("the vllm backend needs vLLM: `pip install 'llm-teach[vllm]'` on a GPU machine, "
@@ -86,8 +87,10 @@ class VLLMBackend:
                 for prompt, out in zip(prompts, outputs)]
 
     # -- score -----------------------------------------------------------------------------
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+              tail: TailRequest | None = None) -> list[TokenLogprobs]:
         """Log-probs of each completion's tokens (+ top-k) from `prompt_logprobs` of one prefill."""
+        refuse_tail(self.name, tail)
         pairs = [(encode_prompt(self.tokenizer, p), self.tokenizer(c, add_special_tokens=False)["input_ids"])
                  for p, c in zip(prompts, completions, strict=True)]
         todo = [(p, c) for p, c in pairs if c]

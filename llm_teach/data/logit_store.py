@@ -2,12 +2,20 @@
 
 A distill record's `logits_ref` points here. Layout of a store directory::
 
-    meta.json            {"format", "version", "k", "dtype", "vocab_size", "model"}
-    tokens.bin           int32   [N]      completion token ids, all records back to back
-    token_logprobs.bin   float32 [N]      teacher log-prob of each actual token
-    ids.bin              int32   [N, K]   teacher top-k token ids per position
-    logprobs.bin         dtype   [N, K]   their log-probs (float16 by default)
+    meta.json            {"format", "version", "k", "dtype", "vocab_size", "model",
+                          "tail_temperatures", "samples", "sample_temperature"}
+    tokens.bin           int32   [N]        completion token ids, all records back to back
+    token_logprobs.bin   float32 [N]        teacher log-prob of each actual token
+    ids.bin              int32   [N, K+M]   teacher top-k token ids per position, then M tail samples
+    logprobs.bin         dtype   [N, K+M]   their T=1 log-probs (float16 by default)
+    log_tail.bin         float32 [N, nT]    log teacher mass outside the top-k at each tail temperature
     index.jsonl          {"key", "offset", "length"} per record; offset/length in tokens
+
+Version 2 keeps the teacher's tail (`data/sparse_targets.py` says why and how): `log_tail` at
+each of `tail_temperatures` (the loss temperature must be one of them; the T=1 tail can also be
+derived from the top-k itself) and, with `samples` M > 0, M tokens drawn with replacement
+from the tail at `sample_temperature`. Version 1 stores (top-k only, no tail fields) stay
+readable: they read as a store with no tail temperatures and no samples.
 
 All arrays are raw little-endian, so numpy (or anything else) reads them without this code,
 and there is no pickle anywhere. A record's rows are written to every data file and flushed
@@ -20,8 +28,8 @@ store while a writer is appending.
 Flushing hands the bytes to the OS, which is enough for a killed process; pass `fsync=True`
 to survive power loss too (one fsync per data file per record).
 
-`open_writer` + `append_scored` store a teacher backend's `score(..., top_k=k)` results (what
-the SSB stage and distillation from a served teacher both do).
+`open_writer` + `append_scored` (in `store_scoring`, re-exported here) store a teacher backend's
+`score(..., top_k=k)` results (what the SSB stage and distillation from a served teacher both do).
 """
 
 from __future__ import annotations
@@ -37,10 +45,16 @@ from filelock import FileLock, Timeout
 from llm_teach.errors import UserError
 
 FORMAT = "llm-teach-topk-logits"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _LOGPROB_DTYPES = {"float16": "<f2", "float32": "<f4"}
 _FIXED = {"tokens": "<i4", "token_logprobs": "<f4", "ids": "<i4"}  # logprobs: from meta
-PAD_LOGPROB = -1e4  # fills top-k rows a server returned short (finite: float16-safe, exp() == 0)
+_TAIL_DTYPE = "<f4"
+# The SSB store's default layout, chosen by benchmarks/logit_store.py (issue 11; RESULTS.md).
+DEFAULT_TOP_K = 16
+DEFAULT_TAIL_SAMPLES = 14
+# Fills top-k rows a server returned short (finite: float16-safe, exp() == 0).
+PAD_LOGPROB = -1e4  # == sparse_targets.PAD_LOGPROB (not imported: this module needs no torch)
 
 
 class TopKRecord(NamedTuple):
@@ -50,17 +64,28 @@ class TopKRecord(NamedTuple):
     topk_ids: Any  # [T, K] int32
     topk_logprobs: Any  # [T, K] float16/float32
     token_logprobs: Any  # [T] float32
+    log_tail: Any = None  # [T, nT] float32, one column per store.tail_temperatures (None: v1 / no tail)
 
 
 def _dtypes(meta: dict) -> dict[str, np.dtype]:
     dtypes = {n: np.dtype(d) for n, d in _FIXED.items()}
-    return {**dtypes, "logprobs": np.dtype(_LOGPROB_DTYPES[meta["dtype"]])}
+    dtypes["logprobs"] = np.dtype(_LOGPROB_DTYPES[meta["dtype"]])
+    if meta.get("tail_temperatures"):
+        dtypes["log_tail"] = np.dtype(_TAIL_DTYPE)
+    return dtypes
+
+
+def _widths(meta: dict) -> dict[str, int]:
+    """Values per token in each data file."""
+    entries = meta["k"] + meta.get("samples", 0)
+    width = {"ids": entries, "logprobs": entries, "log_tail": len(meta.get("tail_temperatures") or ())}
+    return {n: width.get(n, 1) for n in _dtypes(meta)}
 
 
 def _row_bytes(meta: dict) -> dict[str, int]:
     """Bytes per token in each data file."""
-    k, dt = meta["k"], _dtypes(meta)
-    return {n: dt[n].itemsize * (k if n in ("ids", "logprobs") else 1) for n in dt}
+    dt = _dtypes(meta)
+    return {n: dt[n].itemsize * w for n, w in _widths(meta).items()}
 
 
 def _read_index(path: Path) -> tuple[list[dict], int]:
@@ -94,9 +119,10 @@ def _read_meta(root: Path) -> dict:
     meta = json.loads((root / "meta.json").read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{root} is not a top-k logit store (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{root}: unsupported store version {meta.get('version')}")
-    return meta
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise ValueError(f"{root}: unsupported store version {meta.get('version')} (this llm-teach reads "
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))}; upgrade it)")
+    return {"tail_temperatures": [], "samples": 0, "sample_temperature": None} | meta  # v1: no tail
 
 
 class TopKLogitWriter:
@@ -110,6 +136,10 @@ class TopKLogitWriter:
         vocab_size, model: recorded in meta.json for the reader; a mismatch with an existing
             store is an error (mixing teachers in one store is almost surely a bug).
         fsync: fsync the data files before each index line (power-loss safety).
+        tail_temperatures: temperatures at which each position's log tail mass is stored
+            (empty: none, the v1 layout). A loss at temperature T needs T among them.
+        samples: tail tokens sampled per position (stored after the top-k), 0 = none.
+        sample_temperature: the temperature they were drawn at (one of tail_temperatures).
 
     One writer per store at a time (a lock file enforces it).
 
@@ -128,9 +158,16 @@ class TopKLogitWriter:
         vocab_size: int | None = None,
         model: str | None = None,
         fsync: bool = False,
+        tail_temperatures: tuple[float, ...] | list[float] = (),
+        samples: int = 0,
+        sample_temperature: float | None = None,
     ) -> None:
         if dtype not in _LOGPROB_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_LOGPROB_DTYPES)}, got {dtype!r}")
+        tail = {"tail_temperatures": [float(t) for t in tail_temperatures], "samples": int(samples),
+                "sample_temperature": None if sample_temperature is None else float(sample_temperature)}
+        if samples and tail["sample_temperature"] not in tail["tail_temperatures"]:
+            raise ValueError(f"tail samples need sample_temperature among tail_temperatures {tail_temperatures}")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -140,7 +177,7 @@ class TopKLogitWriter:
         except Timeout:
             raise RuntimeError(f"another writer has {self.root} open") from None
         try:
-            self.meta = self._init_meta(k, dtype, vocab_size, model)
+            self.meta = self._init_meta(k, dtype, vocab_size, model, tail)
             self._rows = _row_bytes(self.meta)
             self._recover()
             self._files = {n: open(self.root / f"{n}.bin", "ab") for n in self._rows}
@@ -149,10 +186,14 @@ class TopKLogitWriter:
             self._lock.release()
             raise
 
-    def _init_meta(self, k: int, dtype: str, vocab_size: int | None, model: str | None) -> dict:
+    def _init_meta(self, k: int, dtype: str, vocab_size: int | None, model: str | None, tail: dict) -> dict:
         path = self.root / "meta.json"
-        if path.exists():
+        if path.exists():  # resume: a v1 store stays v1 (and can only take more v1 records)
             meta = _read_meta(self.root)
+            for name, value in tail.items():
+                if meta[name] != value:
+                    raise ValueError(f"{self.root}: store (version {meta['version']}) has {name}={meta[name]!r}, "
+                                     f"writer asked for {value!r}")
             asked = {"k": k, "dtype": dtype, "vocab_size": vocab_size, "model": model}
             for name, value in asked.items():
                 if value is not None and meta.get(name) not in (None, value):
@@ -163,7 +204,7 @@ class TopKLogitWriter:
                     meta[name] = value
         else:
             meta = {"format": FORMAT, "version": VERSION, "k": k, "dtype": dtype}
-            meta |= {"vocab_size": vocab_size, "model": model}
+            meta |= {"vocab_size": vocab_size, "model": model} | tail
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
         os.replace(tmp, path)
@@ -205,6 +246,7 @@ class TopKLogitWriter:
         topk_ids: Any,
         topk_logprobs: Any,
         token_logprobs: Any,
+        log_tail: Any = None,
     ) -> dict:
         """Store one record and return its ref (what goes into the distill record's `logits_ref`).
 
@@ -212,9 +254,12 @@ class TopKLogitWriter:
             key: unique record key (e.g. "<problem_id>/<sample>"); duplicates are an error, so
                 a resuming caller checks `key in writer` first.
             token_ids: [T] completion token ids.
-            topk_ids: [T, K] teacher top-k ids at each completion position.
-            topk_logprobs: [T, K] their teacher log-probs.
+            topk_ids: [T, K + M] teacher top-k ids at each completion position (then the M
+                tail samples of a store with `samples`).
+            topk_logprobs: [T, K + M] their teacher log-probs at T=1.
             token_logprobs: [T] teacher log-prob of the actual completion token.
+            log_tail: [T, nT] log tail mass at each of the store's tail temperatures (required
+                when the store has any, else must be None).
             (lists, numpy arrays or CPU tensors)
 
         Returns:
@@ -222,16 +267,17 @@ class TopKLogitWriter:
         """
         if key in self._entries:
             raise KeyError(f"record {key!r} is already in {self.root}")
-        dt = _dtypes(self.meta)
-        k = self.meta["k"]
-        arrays = {
-            "tokens": np.asarray(token_ids, dtype=dt["tokens"]).reshape(-1),
-            "token_logprobs": np.asarray(token_logprobs, dtype=dt["token_logprobs"]).reshape(-1),
-            "ids": np.asarray(topk_ids, dtype=dt["ids"]),
-            "logprobs": np.asarray(topk_logprobs, dtype=dt["logprobs"]),
-        }
-        t = len(arrays["tokens"])
-        for name, want in (("token_logprobs", (t,)), ("ids", (t, k)), ("logprobs", (t, k))):
+        dt, widths = _dtypes(self.meta), _widths(self.meta)
+        given = {"tokens": token_ids, "token_logprobs": token_logprobs, "ids": topk_ids,
+                 "logprobs": topk_logprobs, "log_tail": log_tail}
+        if (log_tail is None) != ("log_tail" not in dt):
+            raise ValueError(f"this store has tail temperatures {self.meta['tail_temperatures']}: log_tail "
+                             f"must be {'given' if 'log_tail' in dt else 'None'}")
+        arrays = {n: np.asarray(given[n], dtype=dt[n]) for n in dt}
+        t = arrays["tokens"].size
+        arrays["tokens"], arrays["token_logprobs"] = arrays["tokens"].reshape(-1), arrays["token_logprobs"].reshape(-1)
+        for name, width in widths.items():
+            want = (t,) if name in ("tokens", "token_logprobs") else (t, width)
             if arrays[name].shape != want:
                 raise ValueError(f"{name} has shape {arrays[name].shape}, expected {want}")
         for name, f in self._files.items():
@@ -262,40 +308,6 @@ class TopKLogitWriter:
         self.close()
 
 
-def open_writer(root: str | os.PathLike, **kwargs: Any) -> TopKLogitWriter:
-    """`TopKLogitWriter(root, **kwargs)`, its refusals (another writer has the store open, a store
-    written with other settings) turned into one-line UserErrors."""
-    try:
-        return TopKLogitWriter(root, **kwargs)
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"{root}: {exc}") from None
-
-
-def append_scored(writer: TopKLogitWriter, key: str, scored: Any) -> dict:
-    """Store one `Scored` result of a backend's `score(..., top_k=k)` under `key`; returns its ref.
-
-    Each position's `{token_id: logprob}` row is sorted by log-prob and cut or padded to the
-    store's k (padding: the row's last id, or 0 for an empty row, with PAD_LOGPROB). A key
-    already in the store returns its existing ref and stores nothing, so a caller that redoes
-    work after a crash never stores a record twice.
-    """
-    if key in writer:
-        return writer.ref(key)
-    if scored.top_k is None:
-        raise UserError(f"the teacher backend returned no top-k log-probs for '{key}'; a backend whose "
-                        "score() supports top_k is needed (hf, vllm, openai on vLLM)")
-    k = writer.meta["k"]
-    ids, logps = [], []
-    for row in scored.top_k:
-        pairs = sorted(row.items(), key=lambda kv: -kv[1])[:k]
-        pairs += [(pairs[-1][0] if pairs else 0, PAD_LOGPROB)] * (k - len(pairs))
-        ids.append([i for i, _ in pairs])
-        logps.append([lp for _, lp in pairs])
-    shape = (len(ids), k)  # also for an empty completion: [0, k], not [0]
-    return writer.append(key, scored.token_ids, np.array(ids, dtype=np.int64).reshape(shape),
-                         np.array(logps, dtype=np.float64).reshape(shape), scored.logprobs)
-
-
 class TopKLogitStore:
     """Read-only view of a store: arrays are `np.memmap` slices, so nothing is loaded until used.
 
@@ -311,13 +323,17 @@ class TopKLogitStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.meta = _read_meta(self.root)
-        self.k: int = self.meta["k"]
+        self.k: int = self.meta["k"]  # exact top-k entries; then `samples` tail samples
+        self.samples: int = self.meta["samples"]
+        self.tail_temperatures: list[float] = self.meta["tail_temperatures"]
+        self.sample_temperature: float | None = self.meta["sample_temperature"]
         entries, _ = _read_index(self.root / "index.jsonl")
         self._entries = {e["key"]: e for e in entries}
         self._end = entries[-1]["offset"] + entries[-1]["length"] if entries else 0
         self._arrays = {}
+        widths = _widths(self.meta)
         for name, dtype in _dtypes(self.meta).items():
-            shape = (self._end, self.k) if name in ("ids", "logprobs") else (self._end,)
+            shape = (self._end,) if name in ("tokens", "token_logprobs") else (self._end, widths[name])
             if self._end == 0:  # mmap cannot map zero bytes
                 self._arrays[name] = np.zeros(shape, dtype)
             else:
@@ -351,7 +367,8 @@ class TopKLogitStore:
             offset, length = entry["offset"], entry["length"]
         sl = slice(offset, offset + length)
         a = self._arrays
-        rec = TopKRecord(a["tokens"][sl], a["ids"][sl], a["logprobs"][sl], a["token_logprobs"][sl])
+        tail = a["log_tail"][sl] if "log_tail" in a else None
+        rec = TopKRecord(a["tokens"][sl], a["ids"][sl], a["logprobs"][sl], a["token_logprobs"][sl], tail)
         if not as_torch:
             return rec
         import torch
@@ -361,4 +378,16 @@ class TopKLogitStore:
             torch.from_numpy(np.array(rec.topk_ids, dtype=np.int64)),
             torch.from_numpy(np.array(rec.topk_logprobs)),
             torch.from_numpy(np.array(rec.token_logprobs)),
+            None if tail is None else torch.from_numpy(np.array(tail)),
         )
+
+
+def __getattr__(name: str) -> Any:
+    """`append_scored`, `open_writer`, `tail_request` live in `store_scoring` (which needs the
+    writer above); they are served from here lazily, so callers import one module and neither
+    import order makes a cycle."""
+    if name in ("append_scored", "open_writer", "tail_request"):
+        from llm_teach.data import store_scoring
+
+        return getattr(store_scoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

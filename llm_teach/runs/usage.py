@@ -61,8 +61,9 @@ class Metered:
                              completion_tokens=sum(len(g.token_ids or []) for g in gens))
         return out
 
-    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0) -> list[TokenLogprobs]:
-        out = self.inner.score(prompts, completions, top_k)
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
+              **tail: Any) -> list[TokenLogprobs]:
+        out = self.inner.score(prompts, completions, top_k, **tail)  # tail: a TailRequest, when asked
         self.meter.usage.add(self.role, score_calls=1, scored_tokens=sum(len(t.token_ids) for t in out))
         return out
 

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import check_fields, option
-from llm_teach.data.logit_store import append_scored, open_writer
+from llm_teach.config import FieldError, check_fields, option
+from llm_teach.data.logit_store import DEFAULT_TAIL_SAMPLES, DEFAULT_TOP_K, append_scored, open_writer, tail_request
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.grading import grade
 from llm_teach.grading.voting import answer_groups
@@ -75,7 +75,15 @@ class SSBConfig:
         "Sampling temperature of explanations; 0 = greedy (a single attempt should be the careful one; the "
         "reference code samples at 0.4).", 0.0)
     explain_max_new_tokens: int = option("Token budget of the explanation (the distillation target).", 768)
-    top_k: int = option("Teacher log-probs stored per completion token (the distill target's support).", 20)
+    top_k: int = option("Teacher log-probs stored per completion token (the distill target's exact support; "
+                        "issue 11 measured the default's KD error, benchmarks/RESULTS.md).", DEFAULT_TOP_K)
+    tail_temperatures: list[float] = option(
+        "Temperatures at which each token's teacher mass outside the top-k is stored; distill's `temperature` "
+        "must be one of them (1 always works). Above 1 only the hf teacher backend can compute it (vLLM returns "
+        "log-probs at T=1 only); the default covers the SSB recipe's T=2.", factory=lambda: [1.0, 2.0])
+    tail_samples: int = option("Teacher tail tokens sampled per completion token at the highest tail temperature "
+                               "(unbiased KD over the tail; 0 = a tail bucket only; hf teacher backend only).",
+                               DEFAULT_TAIL_SAMPLES)
     logits_dtype: Literal["float16", "float32"] = option("Storage precision of the top-k log-probs.", "float16")
     chunk_size: int = option("Problems per work unit (the most a killed run redoes).", 8)
     seed: int = option("Base seed; each unit derives its own from it.", 0)
@@ -86,7 +94,12 @@ class SSBConfig:
         # rollouts >= 2: one right and one wrong are needed.
         check_fields(self, rollouts=">= 2", rollout_temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1",
                            explanations=">= 1", explain_temperature=">= 0", explain_max_new_tokens=">= 1",
-                           top_k=">= 1", chunk_size=">= 1")
+                           top_k=">= 1", chunk_size=">= 1", tail_samples=">= 0")
+        if self.tail_samples and not self.tail_temperatures:
+            raise FieldError("tail_samples", "needs tail_temperatures")
+        temps = self.tail_temperatures
+        if not isinstance(temps, (list, tuple)) or not all(isinstance(t, (int, float)) and t > 0 for t in temps):
+            raise FieldError("tail_temperatures", f"must all be > 0 (got {self.tail_temperatures})")
 
 
 def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict[str, Any]:
@@ -203,7 +216,8 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
                 counts["rejected/explanation_wrong"] += 1
             else:
                 kept.append((problem, teacher_prompt, good))
-        scores = teacher.score([tp for _, tp, _ in kept], [c for _, _, c in kept], top_k=config.top_k) if kept else []
+        scores = teacher.score([tp for _, tp, _ in kept], [c for _, _, c in kept], top_k=config.top_k,
+                               **store.score_kwargs(unit.seed)) if kept else []
         for (problem, teacher_prompt, completion), scored in zip(kept, scores):
             records.append({
                 "id": problem.id,
@@ -224,7 +238,14 @@ class LogitSink:
     their existing ref, so the store never holds a record twice (`logit_store.append_scored`)."""
 
     def __init__(self, root: Path, config: SSBConfig, model: str):
-        self.writer = open_writer(root, k=config.top_k, dtype=config.logits_dtype, model=model)
+        temps = config.tail_temperatures
+        self.writer = open_writer(root, k=config.top_k, dtype=config.logits_dtype, model=model, tail_temperatures=temps,
+                                  samples=config.tail_samples,
+                                  sample_temperature=max(temps) if config.tail_samples else None)
+
+    def score_kwargs(self, seed: int) -> dict[str, Any]:
+        """What the teacher's `score()` must add for this store's tail (`logit_store.tail_request`)."""
+        return tail_request(self.writer, seed)
 
     def put(self, key: str, scored) -> dict[str, Any]:
         return append_scored(self.writer, key, scored)

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import Trainer
 
 from llm_teach.backends.base import encode_prompt
-from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_writer
+from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_writer, tail_request
+from llm_teach.data.sparse_targets import loss_inputs, store_tail_problem
 from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
@@ -73,8 +74,12 @@ class DistillConfig(TrainConfig):
     temperature: float = option("Softening temperature T of both distributions (the loss is scaled by T^2).", 1.0)
     lambda_kd: float = option("Weight of the distillation term.", 1.0)
     lambda_ce: float = option("Weight of the cross-entropy on the completion tokens (0 = pure KD).", 0.0)
-    student_renorm: bool = option("Top-k teacher: renormalize the student on the teacher's top-k too (needed "
-                                 "for reverse KL against a top-k teacher; ignores off-support mass).", False)
+    sparse_target: Literal["tail", "renormalize"] = option(
+        "Top-k teacher: tail = keep the teacher's mass outside its top-k (a tail bucket, or the store's "
+        "sampled tail tokens; needs the store's tail at `temperature`, T=1 always works); renormalize = the "
+        "pre-v2 behaviour, top-k renormalized over itself (+87% forward KL at T=2 from top-32, issue 11).", "tail")
+    student_renorm: bool = option("sparse_target=renormalize: renormalize the student on the teacher's top-k too "
+                                 "(needed for reverse KL there; ignores off-support mass).", False)
     chunk_size: int = option("Completion rows (the batch's valid positions, flattened) per lm-head tile of the "
                             "loss; 0 = sized by the vocabulary (2^24 logits per tile).", 0)
     max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
@@ -86,6 +91,8 @@ class DistillConfig(TrainConfig):
                            lambda_ce=">= 0", chunk_size=">= 0", max_length=">= 1")
         if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
+        if self.student_renorm and self.sparse_target == "tail":
+            raise ValueError("student_renorm needs sparse_target: renormalize (a teacher with its tail needs none)")
 
 
 # -- records -> tokenized rows ---------------------------------------------------------------
@@ -145,6 +152,9 @@ def build_rows(cfg: DistillConfig, records: Records, mode: str, tokenizer, vocab
             ref = rec["logits_ref"]
             row["store"] = _resolve_store(ref, cfg, where)
             store = stores.setdefault(row["store"], TopKLogitStore(row["store"]))
+            problem = store_tail_problem(store.meta, cfg.temperature) if cfg.sparse_target == "tail" else None
+            if problem:
+                raise UserError(f"{where}: {row['store']}: {problem}")
             try:
                 stored = store.get(ref)
             except (KeyError, ValueError) as exc:
@@ -184,12 +194,13 @@ def score_into_store(backend, cfg: DistillConfig, records: Records, root: Path, 
     `root`. Resumable (records already in the store are not scored again); returns each
     record's `logits_ref`, in order."""
     k = cfg.teacher_top_k or 20
-    with open_writer(root, k=k, model=cfg.teacher) as writer:
+    temps = sorted({1.0, cfg.temperature}) if cfg.sparse_target == "tail" else []
+    with open_writer(root, k=k, model=cfg.teacher, tail_temperatures=temps) as writer:
         todo = [(str(i), r) for i, (_, r) in enumerate(records) if str(i) not in writer]
         for s in range(0, len(todo), batch):
             part = todo[s:s + batch]
             scored = backend.score([r.get("teacher_prompt", r["prompt"]) for _, r in part],
-                                   [r["completion"] for _, r in part], top_k=k)
+                                   [r["completion"] for _, r in part], top_k=k, **tail_request(writer))
             for (key, _), result in zip(part, scored, strict=True):
                 append_scored(writer, key, result)
         return [writer.ref(str(i)) for i in range(len(records))]
@@ -201,8 +212,9 @@ def score_into_store(backend, cfg: DistillConfig, records: Records, root: Path, 
 class DistillCollator:
     """Pads rows and lays the teacher out in the completion frame ([B, C_max, ...])."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, temperature: float | None = None):
         self.pad_id = pad_id
+        self.temperature = temperature  # None: renormalized top-k; else the tail at this loss temperature
         self.stores: dict[str, TopKLogitStore] = {}
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -216,14 +228,19 @@ class DistillCollator:
         targets = torch.where(mask.bool(), batch["input_ids"].gather(1, (positions + 1).clamp(max=width - 1)), -100)
         out = {**batch, "positions": positions, "completion_mask": mask, "targets": targets}
         if rows[0]["store"]:
-            ids, logps = [], []
+            parts: dict[str, list[torch.Tensor]] = {}
             for r, n in zip(rows, lengths):
                 store = self.stores.setdefault(r["store"], TopKLogitStore(r["store"]))
                 rec = store.get({"offset": r["offset"], "length": n})
-                ids.append(torch.from_numpy(rec.topk_ids.astype("int64")))
-                logps.append(torch.from_numpy(rec.topk_logprobs.astype("float32")))
-            out["teacher_topk_ids"] = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
-            out["teacher_topk_logprobs"] = torch.nn.utils.rnn.pad_sequence(logps, batch_first=True)
+                if self.temperature is None:
+                    inputs = {"teacher_topk_ids": torch.from_numpy(rec.topk_ids[:, :store.k].astype("int64")),
+                              "teacher_topk_logprobs": torch.from_numpy(rec.topk_logprobs[:, :store.k].astype("float32"))}
+                else:
+                    inputs = loss_inputs(store.meta, rec.topk_ids, rec.topk_logprobs, rec.log_tail, self.temperature)
+                for name, value in inputs.items():
+                    parts.setdefault(name, []).append(value)
+            for name, values in parts.items():
+                out[name] = torch.nn.utils.rnn.pad_sequence(values, batch_first=True)
         else:
             t_width = max(len(r["teacher_input_ids"]) for r in rows)
             teacher = _pad([r["teacher_input_ids"] for r in rows], t_width, self.pad_id)
@@ -297,8 +314,8 @@ class DistillTrainer(Trainer):
         tile at a time, cuts/pads them to the student's vocabulary and takes the top-k if asked;
         the module, not its weight, so ZeRO-3 gathers it in its own forward)."""
         if "teacher_topk_ids" in inputs:
-            return {"teacher_topk_ids": inputs["teacher_topk_ids"],
-                    "teacher_topk_logprobs": inputs["teacher_topk_logprobs"]}
+            keys = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_log_tail", "teacher_sample_log_weights")
+            return {k: inputs[k] for k in keys if k in inputs}
         hidden = completion_hidden(self.teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
                                    inputs["teacher_positions"])
         return {"teacher_hidden": hidden,
@@ -327,9 +344,11 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     student = load_student(cfg)
     rows = build_rows(cfg, records, mode, tokenizer, student.config.get_text_config().vocab_size)
     teacher = make_teacher(cfg, tokenizer) if mode == "online" else None
+    tail = cfg.temperature if cfg.sparse_target == "tail" else None
     loss = TiledDistillLoss(tile_rows=cfg.chunk_size or None, teacher_top_k=cfg.teacher_top_k,
                             divergence=cfg.divergence, jsd_beta=cfg.jsd_beta, temperature=cfg.temperature,
-                            lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce, student_renorm=cfg.student_renorm)
+                            lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce, student_renorm=cfg.student_renorm,
+                            tail_temperature=tail)
     model = student
     if cfg.lora_r:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -338,7 +357,7 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
             student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = get_peft_model(student, lora_config(cfg))
     return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                          data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                          data_collator=DistillCollator(tokenizer.pad_token_id, tail), processing_class=tokenizer,
                           callbacks=callbacks, loss=loss, teacher=teacher)
 
 

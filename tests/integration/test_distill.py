@@ -17,15 +17,19 @@ HINTED = [[{"role": "user", "content": f"Hint: double it. What is {i}+{i}?"}] fo
 COMPLETIONS = [f"{i}+{i}={2 * i}. The answer is \\boxed{{{2 * i}}}." + " Done." * (i % 3) for i in range(6)]
 
 
-def write_records(root: Path, rows: list[tuple], k: int = 8) -> Path:
+def write_records(root: Path, rows: list[tuple], k: int = 8, tails: list | None = None) -> Path:
     """Distill records + a top-k store, the way the SSB stage writes them.
-    `rows`: (prompt, teacher_prompt, completion, token_ids, topk_ids, topk_logprobs)."""
+    `rows`: (prompt, teacher_prompt, completion, token_ids, topk_ids, topk_logprobs);
+    `tails`: per row, {T: log tail mass per token} (a store with tail temperatures 1 and 2)."""
     from llm_teach.data.logit_store import TopKLogitWriter
 
     root.mkdir(parents=True, exist_ok=True)
-    with TopKLogitWriter(root / "logits", k=k, model="test-teacher") as w, open(root / "records.jsonl", "w") as f:
+    temps = [1.0, 2.0] if tails else []
+    with TopKLogitWriter(root / "logits", k=k, model="test-teacher", tail_temperatures=temps) as w, \
+            open(root / "records.jsonl", "w") as f:
         for i, (p, tp, c, tokens, ids, logps) in enumerate(rows):
-            ref = w.append(str(i), tokens, ids, logps, [0.0] * len(tokens))
+            tail = list(zip(*(tails[i][t] for t in temps))) if tails else None
+            ref = w.append(str(i), tokens, ids, logps, [0.0] * len(tokens), tail)
             f.write(json.dumps({"id": str(i), "prompt": p, "teacher_prompt": tp, "completion": c,
                                 "logits_ref": ref}) + "\n")
     return root / "records.jsonl"
@@ -34,14 +38,16 @@ def write_records(root: Path, rows: list[tuple], k: int = 8) -> Path:
 @pytest.fixture(scope="module")
 def scored_records(tmp_path_factory) -> Path:
     """Records scored by a real teacher (tiny-random seed 1) on hinted prompts, top-8."""
+    from llm_teach.backends.base import TailRequest
     from llm_teach.backends.hf import HFBackend, HFConfig
 
     teacher = HFBackend("tiny-random?seed=1", HFConfig(dtype="float32", device="cpu"))
     rows = []
-    for p, tp, c, s in zip(PROMPTS, HINTED, COMPLETIONS, teacher.score(HINTED, COMPLETIONS, top_k=8)):
+    scored = teacher.score(HINTED, COMPLETIONS, top_k=8, tail=TailRequest((1.0, 2.0)))
+    for p, tp, c, s in zip(PROMPTS, HINTED, COMPLETIONS, scored):
         ids = [sorted(r, key=lambda t: -r[t]) for r in s.top_k]
         rows.append((p, tp, c, s.token_ids, ids, [[r[t] for t in row] for r, row in zip(s.top_k, ids)]))
-    return write_records(tmp_path_factory.mktemp("ssb"), rows)
+    return write_records(tmp_path_factory.mktemp("ssb"), rows, tails=[s.log_tail for s in scored])
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +150,9 @@ def test_distill_cli_from_stored_logits(scored_records, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert rows[-1]["kd_loss"] < rows[0]["kd_loss"] and all(r["ce_loss"] > 0 for r in rows)
+    # With the teacher's tail kept (T=2 store tail), two near-uniform tiny-random models are ~1e-5
+    # apart: KD is positive but at noise level, so the falling trend is checked on the total loss.
+    assert rows[-1]["loss"] < rows[0]["loss"] and all(r["ce_loss"] > 0 and r["kd_loss"] > 0 for r in rows)
     trained, initial = load_model(str(out / "model"), device="cpu"), load_model("tiny-random", device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
     assert json.loads((out / "manifest.json").read_text())["inputs"]["data_hash"].startswith("sha256:")

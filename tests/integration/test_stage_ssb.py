@@ -17,8 +17,8 @@ FAST = ["--set", "max_new_tokens=16", "--set", "explain_max_new_tokens=16", "--s
 
 def test_logit_sink_stores_real_teacher_scores(tmp_path, tiny_backend):
     prompt = [{"role": "user", "content": "What is 2 + 3?"}]
-    scored = tiny_backend.score([prompt], ["It is 5, so \\boxed{5}"], top_k=4)[0]
     sink = LogitSink(tmp_path / "logits", SSBConfig(top_k=4), "tiny-random")
+    scored = tiny_backend.score([prompt], ["It is 5, so \\boxed{5}"], top_k=4, **sink.score_kwargs(0))[0]
     ref = sink.put("p1", scored)
     assert sink.put("p1", scored) == ref  # a redone unit gets the stored ref back
     sink.close()

@@ -65,7 +65,7 @@ def test_ssb_selects_explains_and_emits_distill_records(tmp_path):
         assert f"final answer {wrong}" in hinted and "oops" not in hinted and f"\\boxed{{{problem.answer}}}" in hinted
         assert record["completion"].endswith(f"\\boxed{{{problem.answer}}}")
         arrays = store.get(record["logits_ref"])
-        assert arrays.topk_ids.shape == (len(record["completion"].split()), 3)
+        assert arrays.topk_ids.shape == (len(record["completion"].split()), 3 + store.samples)  # top-k, tail samples
     rollouts = read_jsonl(tmp_path / "rollouts.jsonl")
     assert len(rollouts) == 6 and rollouts[0]["correct"] == [True, False, False, True, False]
     assert manifest["usage"]["teacher"]["score_calls"] == 2  # one per unit with kept problems

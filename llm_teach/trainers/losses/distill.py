@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llm_teach.trainers.losses.divergences import forward_kl, jsd, reverse_kl
+from llm_teach.trainers.losses.sparse import sparse_divergence
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 
@@ -165,7 +166,9 @@ class DistillLoss(nn.Module):
         student_logits: [B, T, V]; mask: [B, T] (bool or float; 0 = ignore);
         targets: [B, T] token ids (optional when lambda_ce == 0; masked positions must hold a
             valid id or -100);
-        teacher_topk_ids / teacher_topk_logprobs: [B, T, K]; or teacher_logits: [B, T, V].
+        teacher_topk_ids / teacher_topk_logprobs: [B, T, K] (+ teacher_log_tail [B, T] and
+            teacher_sample_log_weights [B, T, M] for a top-k that keeps its tail); or
+            teacher_logits: [B, T, V].
 
     Returns:
         `DistillLossOutput(loss, kd, ce, num_tokens)`, all scalars.
@@ -209,13 +212,25 @@ class DistillLoss(nn.Module):
         teacher_topk_ids: Tensor | None = None,
         teacher_topk_logprobs: Tensor | None = None,
         teacher_logits: Tensor | None = None,
+        teacher_log_tail: Tensor | None = None,
+        teacher_sample_log_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Unreduced per-position `(D [B, T], CE [B, T] or None)`, the building block of
-        `masked_sums`. D is returned without the T^2 factor."""
+        `masked_sums`. D is returned without the T^2 factor. With `teacher_log_tail` ([B, T], the
+        teacher's log mass outside its top-k at this loss's temperature) the top-k keeps its
+        tail (`losses.sparse.sparse_divergence`; `teacher_sample_log_weights` [B, T, M] when the
+        last M entries are tail samples); without it the top-k is renormalized."""
         if teacher_logits is not None:
             d = dense_divergence(
                 student_logits, teacher_logits, self.divergence, self.jsd_beta, self.temperature
             )
+        elif teacher_topk_ids is not None and teacher_topk_logprobs is not None and teacher_log_tail is not None:
+            if self.student_renorm:
+                raise ValueError("student_renorm compares conditionals on a renormalized top-k; a teacher with "
+                                 "its tail (teacher_log_tail) needs no renormalization")
+            d = sparse_divergence(_upcast(student_logits), teacher_topk_ids, teacher_topk_logprobs,
+                                  teacher_log_tail, teacher_sample_log_weights, self.divergence,
+                                  self.jsd_beta, self.temperature)
         elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
             d = topk_divergence(
                 student_logits,
@@ -273,6 +288,8 @@ class DistillLoss(nn.Module):
         teacher_topk_ids: Tensor | None = None,
         teacher_topk_logprobs: Tensor | None = None,
         teacher_logits: Tensor | None = None,
+        teacher_log_tail: Tensor | None = None,
+        teacher_sample_log_weights: Tensor | None = None,
     ) -> DistillLossOutput:
         sums = self.masked_sums(
             student_logits,
@@ -281,6 +298,8 @@ class DistillLoss(nn.Module):
             teacher_topk_ids=teacher_topk_ids,
             teacher_topk_logprobs=teacher_topk_logprobs,
             teacher_logits=teacher_logits,
+            teacher_log_tail=teacher_log_tail,
+            teacher_sample_log_weights=teacher_sample_log_weights,
         )
         return self.combine(*sums)
 

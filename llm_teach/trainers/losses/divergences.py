@@ -19,6 +19,28 @@ def _kl(p_logps: Tensor, q_logps: Tensor) -> Tensor:
     return (p_logps.exp() * (p_logps - q_logps)).sum(-1)
 
 
+def pointwise(student_logps: Tensor, teacher_logps: Tensor, divergence: str, beta: float = 0.5) -> Tensor:
+    """The per-token terms whose sum over the support is the divergence, [..., S] -> [..., S].
+
+    Each term is `p_s * f(q_s / p_s)` (teacher p, student q) for the divergence's f, so it
+    depends on that token's two probabilities only: summing a subset, a coarsened bucket, or
+    importance-weighted samples of the support are all meaningful (the sparse targets of
+    `llm_teach.data.sparse_targets` do exactly that). `sum(-1)` of it equals `forward_kl`,
+    `reverse_kl` or `jsd`.
+    """
+    s, t = student_logps, teacher_logps
+    if divergence == "jsd" and beta in (0.0, 1.0):
+        divergence = "forward_kl" if beta == 0.0 else "reverse_kl"
+    if divergence == "forward_kl":
+        return t.exp() * (t - s)
+    if divergence == "reverse_kl":
+        return s.exp() * (s - t)
+    if divergence != "jsd":
+        raise ValueError(f"unknown divergence {divergence!r}")
+    mix = torch.logaddexp(s + math.log1p(-beta), t + math.log(beta))
+    return beta * t.exp() * (t - mix) + (1 - beta) * s.exp() * (s - mix)
+
+
 def forward_kl(student_logps: Tensor, teacher_logps: Tensor) -> Tensor:
     """Forward KL, KL(teacher || student): mode-covering, the classic Hinton KD objective.
 

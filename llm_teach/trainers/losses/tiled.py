@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from llm_teach.data.logit_store import PAD_LOGPROB
+from llm_teach.data.sparse_targets import sparse_from_logits
 from llm_teach.trainers.losses.distill import DistillLoss, DistillLossOutput
 
 Head = Union[Tensor, nn.Module, Callable[[Tensor], Tensor]]
@@ -72,10 +73,12 @@ def project(head: Head, hidden: Tensor) -> Tensor:
     return F.linear(hidden, weight) if weight is not None else head(hidden)
 
 
-def teacher_tile_targets(logits: Tensor, vocab: int, top_k: int = 0) -> dict[str, Tensor]:
+def teacher_tile_targets(logits: Tensor, vocab: int, top_k: int = 0,
+                         tail_temperature: float | None = None) -> dict[str, Tensor]:
     """The `DistillLoss` teacher keywords for one tile of online-teacher logits: full logits cut
     or padded (a smaller teacher vocabulary: the rest is impossible) to the student's `vocab`,
-    or its top-k log-probs at T=1 (the loss applies the temperature)."""
+    or its top-k log-probs at T=1 (the loss applies the temperature), with the exact log mass
+    outside the top-k at `tail_temperature` when given (the full logits are at hand)."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logits = logits[..., :vocab]
@@ -83,6 +86,10 @@ def teacher_tile_targets(logits: Tensor, vocab: int, top_k: int = 0) -> dict[str
         logits = F.pad(logits, (0, vocab - logits.size(-1)), value=PAD_LOGPROB)
     if not top_k:
         return {"teacher_logits": logits}
+    if tail_temperature is not None:
+        target = sparse_from_logits(logits, top_k, (tail_temperature,))
+        return {"teacher_topk_ids": target.ids, "teacher_topk_logprobs": target.logprobs,
+                "teacher_log_tail": target.log_tail[..., 0]}
     values, ids = logits.log_softmax(-1).topk(top_k, dim=-1)
     return {"teacher_topk_ids": ids, "teacher_topk_logprobs": values}
 
@@ -92,13 +99,14 @@ class _Rows:
     hidden states: mask weights, targets and the teacher's keywords for `DistillLoss`."""
 
     def __init__(self, mask: Tensor, targets: Tensor | None, teacher_hidden: Tensor | None,
-                 teacher_head: Head | None, top_k: int, teacher: dict[str, Tensor | None]) -> None:
+                 teacher_head: Head | None, top_k: int, teacher: dict[str, Tensor | None],
+                 tail_temperature: float | None = None) -> None:
         flat = mask.reshape(-1)
         self.index = flat.nonzero().squeeze(1)
         self.weights = flat.index_select(0, self.index)
         self.targets = None if targets is None else self.take(targets)
         self.teacher_hidden = None if teacher_hidden is None else self.take(teacher_hidden).detach()
-        self.teacher_head, self.top_k = teacher_head, top_k
+        self.teacher_head, self.top_k, self.tail_temperature = teacher_head, top_k, tail_temperature
         self.teacher = {k: self.take(v) for k, v in teacher.items() if v is not None}
         if (self.teacher_hidden is None) == (not self.teacher):
             raise ValueError("give teacher_hidden + teacher_head, or the teacher's per-position tensors")
@@ -117,7 +125,7 @@ class _Rows:
         if self.teacher_hidden is not None:
             with torch.no_grad():
                 logits = project(self.teacher_head, self.teacher_hidden[s:e])
-                teacher = teacher_tile_targets(logits, vocab, self.top_k)
+                teacher = teacher_tile_targets(logits, vocab, self.top_k, self.tail_temperature)
         else:
             teacher = {k: v[s:e] for k, v in self.teacher.items()}
         targets = None if self.targets is None else self.targets[s:e]
@@ -203,18 +211,20 @@ class TiledDistillLoss(nn.Module):
         >>> out.loss.backward()
     """
 
-    def __init__(self, tile_rows: int | None = None, teacher_top_k: int = 0, **loss_kwargs) -> None:
+    def __init__(self, tile_rows: int | None = None, teacher_top_k: int = 0, tail_temperature: float | None = None,
+                 **loss_kwargs) -> None:
         super().__init__()
         if (tile_rows is not None and tile_rows < 1) or teacher_top_k < 0:
             raise ValueError(f"tile_rows must be >= 1 and teacher_top_k >= 0, got {tile_rows}, {teacher_top_k}")
         self.tile_rows = tile_rows
         self.teacher_top_k = teacher_top_k
+        self.tail_temperature = tail_temperature  # online top-k: keep its tail bucket at this temperature
         self.loss = DistillLoss(**loss_kwargs)
 
     def forward(self, hidden: Tensor, head: Head, mask: Tensor, targets: Tensor | None = None,
                 teacher_hidden: Tensor | None = None, teacher_head: Head | None = None,
                 **teacher: Tensor | None) -> DistillLossOutput:
-        rows = _Rows(mask, targets, teacher_hidden, teacher_head, self.teacher_top_k, teacher)
+        rows = _Rows(mask, targets, teacher_hidden, teacher_head, self.teacher_top_k, teacher, self.tail_temperature)
         flat = rows.take(hidden)
         num_tokens = rows.weights.float().sum()
         weight = plain_weight(head)
