@@ -37,6 +37,16 @@ def ids_digest(ids: Sequence[str]) -> str:
     return "sha256:" + content_hash(list(ids))
 
 
+def data_fingerprint(problems: Sequence[Any], source: str | None = None) -> dict[str, Any]:
+    """What a run records about the problems it reads: the source (`--data`, when known: a
+    loaded `ProblemList` remembers it), their number and a content hash of them all, so that
+    another file of the same name, or an edited one, is another run."""
+    rows = [p.to_dict() if hasattr(p, "to_dict") else p for p in problems]
+    source = source if source is not None else getattr(problems, "source", None)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    return {"source": source, "count": len(rows), "hash": "sha256:" + digest}
+
+
 def derive_seed(seed: int, key: str) -> int:
     """A 31-bit seed from a base seed and a unit key (stable across runs and machines)."""
     return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF

@@ -143,7 +143,8 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  *[style_template(s) for s in config.styles]]
     run = StageRun(out, "arte", config, models, templates=templates,
                    inputs={"problems": len(problems),
-                           "problem_ids": ids_digest([p.id for p in problems])})
+                           "problem_ids": ids_digest([p.id for p in problems])},
+                   problems=problems)
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     probe, seeds = split_probe(problems, config.probe_size, run.seed)
     benchmark = grading_benchmark(probe[0].source)

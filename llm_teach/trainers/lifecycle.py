@@ -53,37 +53,30 @@ def final_model_dir(out: Path) -> Path:
 
 
 def run_directory(out: Path, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> RunDirectory:
-    """OUT claimed by a training run: its identity is the method, the resolved config and the
-    data (`source_info`, with the data file's hash)."""
-    return RunDirectory(out, {"method": method, "config": config, "inputs": inputs}, kind="method")
+    """OUT claimed by a training run of kind "train:METHOD": its identity is the method, the
+    resolved config and the data (`source_info`, with the data file's hash)."""
+    return RunDirectory(out, f"train:{method}", {"method": method, "config": config, "inputs": inputs})
 
 
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
              inputs: dict[str, Any]) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same method, config and data (file hash) is not redone; anything
-    else already in OUT that would be overwritten or silently mixed in is an error naming the fix.
-    An interrupted run (status "running") is not compared (unlike `RunDirectory.claim`): its
-    checkpoints decide, and `--resume` continues it. An unreadable manifest is a one-line error.
-    `inputs`: `source_info(config["data"])`.
+    `RunDirectory.claim` first: another kind of run in OUT, or a run of this method with another
+    config or data (file hash) over checkpoints or a final model, is refused naming the changed
+    keys -- finished or interrupted alike, since resuming old checkpoints under new settings would
+    give a model that no manifest describes. A run that left nothing but its manifest starts over.
+    Then a finished same run is not redone, and existing checkpoints of the same run need
+    `--resume`. An unreadable manifest is a one-line error. `inputs`: `source_info(config["data"])`.
     """
-    directory = run_directory(out, method, config, inputs)
-    manifest = directory.previous()
+    manifest = run_directory(out, method, config, inputs).claim()
     if manifest and manifest.get("status") == "complete":
-        changed = directory.changes(manifest)
-        if not changed:
-            return "done", None
-        what = "data (the file changed since)" if "inputs" in changed else "config"
-        raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
-                        "choose another --out")
+        return "done", None
     checkpoints = checkpoint_dirs(out)
     if checkpoints and not resume:
         raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
                         "pass --resume to continue it, or choose another --out")
     if resume and checkpoints:
-        if manifest and manifest.get("method") not in (None, method):
-            raise UserError(f"{out} holds a '{manifest.get('method')}' run; cannot resume it as '{method}'")
         return "resume", checkpoints[-1]
     return "fresh", None
 
