@@ -40,15 +40,16 @@ class RunDirectory:
     """OUT, claimed by one run of `kind`.
 
     `identity`: the manifest sections that name the run, e.g. `{"config": {...}, "models":
-    {...}}`. `data`: the fingerprint of the problems the run reads (`data_fingerprint`), or
-    None; its hash joins the identity as `problems` and the whole is recorded as `data`.
+    {...}}`. `data`: the fingerprint of the data the run reads (`data_fingerprint`: source,
+    count, hash), or None; it is recorded as the `data` section and its `hash` is part of the
+    identity (where the data lives is not: the same file copied elsewhere is the same run).
     """
 
     def __init__(self, out: str | Path, kind: str, identity: dict[str, Any], data: dict[str, Any] | None = None):
         self.out = Path(out)
         self.kind = kind
         self.data = data
-        self.identity = {**identity, **({"problems": data["hash"]} if data is not None else {})}
+        self.identity = identity
 
     @property
     def manifest_path(self) -> Path:
@@ -67,8 +68,13 @@ class RunDirectory:
         return manifest
 
     def changes(self, previous: dict[str, Any]) -> list[str]:
-        """The identity sections whose values differ from `previous` (in identity order)."""
-        return [section for section, now in self.identity.items() if _jsonable(now) != previous.get(section)]
+        """The identity sections whose values differ from `previous` (in identity order), then
+        "data" when the data's content hash differs."""
+        changed = [section for section, now in self.identity.items() if _jsonable(now) != previous.get(section)]
+        before = previous.get("data")
+        if self.data is not None and (before.get("hash") if isinstance(before, dict) else None) != self.data["hash"]:
+            changed.append("data")
+        return changed
 
     def has_work(self) -> bool:
         """Does OUT hold anything a run produced (a non-empty file besides the manifest)?"""
@@ -106,12 +112,12 @@ class RunDirectory:
     def write_manifest(self, **sections: Any) -> dict[str, Any]:
         """Write OUT/manifest.json atomically: `kind`, the data fingerprint, then `sections`
         in the given order (the identity sections among them, and `status`)."""
-        data = {"data": self.data, "problems": self.data["hash"]} if self.data is not None else {}
+        data = {"data": self.data} if self.data is not None else {}
         return write_manifest(self.out, kind=self.kind, **data, **sections)
 
     def _describe(self, section: str, previous: dict[str, Any]) -> str:
-        if section == "problems":
-            return f"problems {_data_text(previous.get('data'))} -> {_data_text(self.data)}"
+        if section == "data":
+            return f"data {_data_text(previous.get('data'))} -> {_data_text(self.data)}"
         return first_difference(previous.get(section), self.identity[section], section)
 
 
@@ -151,7 +157,8 @@ def first_difference(before: Any, now: Any, path: str = "") -> str:
 def _data_text(data: Any) -> str:
     if not isinstance(data, dict):
         return "(not recorded)"
-    return f"{data.get('count')} from {data.get('source') or 'a list'} ({str(data.get('hash'))[:15]})"
+    count = f"{data['count']} from " if data.get("count") is not None else ""
+    return f"{count}{data.get('source') or 'a list'} ({str(data.get('hash'))[:15]})"
 
 
 def _short(value: Any) -> str:

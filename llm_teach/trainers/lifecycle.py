@@ -31,12 +31,11 @@ from llm_teach.trainers.train_config import TrainConfig
 
 
 def source_info(source: str) -> dict[str, Any]:
-    """The training data's identity for the manifest and for `plan_run`: the source, plus the
-    content hash of a data file (a changed file is not the same run)."""
-    info: dict[str, Any] = {"data": source}
-    if Path(source).is_file():
-        info["data_hash"] = file_hash(source)
-    return info
+    """The training data's fingerprint for the manifest and for `plan_run` (`RunDirectory`'s
+    `data`): the source and the content hash of a data file (a changed file is not the same
+    run; the same file elsewhere is). A named source (rg:TASK?seed=..., gsm8k) is its own content:
+    its limit and split are in the config."""
+    return {"source": source, "hash": file_hash(source) if Path(source).is_file() else f"source:{source}"}
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -54,8 +53,14 @@ def final_model_dir(out: Path) -> Path:
 
 def run_directory(out: Path, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> RunDirectory:
     """OUT claimed by a training run of kind "train:METHOD": its identity is the method, the
-    resolved config and the data (`source_info`, with the data file's hash)."""
-    return RunDirectory(out, f"train:{method}", {"method": method, "config": config, "inputs": inputs})
+    resolved config but for the data's path, and the data's content (`source_info`)."""
+    return RunDirectory(out, f"train:{method}", {"method": method, "config": settings(config)}, data=inputs)
+
+
+def settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as a run's identity and manifest record it: without `data`, whose path is
+    recorded in the manifest's `data` section beside its content hash."""
+    return {key: value for key, value in config.items() if key != "data"}
 
 
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
@@ -149,8 +154,8 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     inputs = source_info(cfg.data) if inputs is None else inputs
     config = cfg.to_dict()
     directory = run_directory(out, method, config, inputs)
-    base = dict(method=method, config=config, world_size=world,
-                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)}, inputs=inputs)
+    base = dict(method=method, config=settings(config), world_size=world,
+                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)})
     started = time.time()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
