@@ -329,9 +329,6 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path, runs):
 # -- 3. a failed start does not block its corrected re-run ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: the failed run already wrote manifest.json (status running) with "
-                                       "the bad config, so the corrected re-run is refused as 'holds ... another "
-                                       "config' (evaluation.py:_check_resumable, runs/stage_run.py:StageRun.__init__)")
 @pytest.mark.parametrize("command, bad", [("eval", ["--max-new-tokens", "-5"]),
                                           ("generate", ["--set", "chunk_size=0"])])
 def test_failed_start_does_not_block_its_fix(command, bad, tmp_path, tiny_model_dir):
@@ -344,9 +341,6 @@ def test_failed_start_does_not_block_its_fix(command, bad, tmp_path, tiny_model_
 # -- 6. credentials in a URL are used but never printed or written --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: the password is written verbatim in manifest.json: in 'command' "
-                                       "for both (manifest.py:write_manifest records sys.argv unmasked) and, for "
-                                       "generate, in models.student.base_url (stages/roles.py:Models.describe)")
 @pytest.mark.parametrize("command", ["eval", "generate"])
 def test_url_password_is_never_stored(command, tmp_path, tiny_model_dir):
     from fault_server import FaultServer
