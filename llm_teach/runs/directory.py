@@ -94,9 +94,10 @@ class RunDirectory:
             return previous
         if not self.has_work():
             return None  # a start that produced nothing: start over with the new identity
-        details = [self._describe(section, previous) for section in changed]
+        details = [d for section in changed for d in self._describe(section, previous)]
+        shown = "; ".join(details[:4]) + (f"; and {len(details) - 4} more" if len(details) > 4 else "")
         raise UserError(mask_text(f"{self.out} holds a {self.kind} run with other {', '.join(changed)}: "
-                                  f"{'; '.join(details)}; use a new --out (or delete it) to start over"))
+                                  f"{shown}; use a new --out (or delete it) to start over"))
 
     def check_kind(self) -> dict[str, Any] | None:
         """Refuse OUT when it holds another kind of run; return its manifest (None if none)."""
@@ -111,14 +112,15 @@ class RunDirectory:
 
     def write_manifest(self, **sections: Any) -> dict[str, Any]:
         """Write OUT/manifest.json atomically: `kind`, the data fingerprint, then `sections`
-        in the given order (the identity sections among them, and `status`)."""
+        in the given order (`status` and the rest; the identity is always recorded, where the
+        caller places it or else after the data)."""
         data = {"data": self.data} if self.data is not None else {}
-        return write_manifest(self.out, kind=self.kind, **data, **sections)
+        return write_manifest(self.out, kind=self.kind, **data, **{**self.identity, **sections})
 
-    def _describe(self, section: str, previous: dict[str, Any]) -> str:
+    def _describe(self, section: str, previous: dict[str, Any]) -> list[str]:
         if section == "data":
-            return f"data {_data_text(previous.get('data'))} -> {_data_text(self.data)}"
-        return first_difference(previous.get(section), self.identity[section], section)
+            return [f"data {_data_text(previous.get('data'))} -> {_data_text(self.data)}"]
+        return differences(previous.get(section), self.identity[section], section)
 
 
 def manifest_kind(manifest: dict[str, Any]) -> str:
@@ -143,15 +145,13 @@ def check_name(name: Any, what: str) -> str:
     return name
 
 
-def first_difference(before: Any, now: Any, path: str = "") -> str:
-    """"a.b: old -> new" for the first differing key of two JSON-like values (`path` alone when
-    the values are not mappings and `path` is set)."""
+def differences(before: Any, now: Any, path: str) -> list[str]:
+    """"a.b: old -> new" for every differing leaf key of two JSON-like values, in key order."""
     now = _jsonable(now)
     if isinstance(before, dict) and isinstance(now, dict):
-        for key in sorted(set(before) | set(now)):
-            if before.get(key) != now.get(key):
-                return first_difference(before.get(key), now.get(key), f"{path}.{key}" if path else key)
-    return f"{path}: {_short(before)} -> {_short(now)}"
+        return [d for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)
+                for d in differences(before.get(key), now.get(key), f"{path}.{key}")]
+    return [f"{path}: {_short(before)} -> {_short(now)}"]
 
 
 def _data_text(data: Any) -> str:

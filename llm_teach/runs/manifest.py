@@ -53,7 +53,7 @@ def write_manifest(out_dir: str | Path, *, command: str | None = None, **fields:
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
         "host": {"platform": platform.platform(), "machine": platform.machine()},
-        **{k: _clean(v) for k, v in fields.items()},
+        **_clean(fields),  # top-level keys too: a section named like a secret is redacted
     }
     write_json_atomic(Path(out_dir) / "manifest.json", manifest)
     return manifest
