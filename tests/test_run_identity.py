@@ -55,7 +55,7 @@ def test_another_kind_is_refused_naming_both_and_out_is_untouched(tmp_path, othe
     out = tmp_path / "out"
     start(out, kind="eval")
     before = tree(out)
-    with pytest.raises(UserError, match=f"holds a eval run, not a {other} run"):
+    with pytest.raises(UserError, match=f"holds an eval run, not a {other} run"):
         RunDirectory(out, other, {}).claim()
     assert tree(out) == before
 
@@ -63,7 +63,7 @@ def test_another_kind_is_refused_naming_both_and_out_is_untouched(tmp_path, othe
 @pytest.mark.parametrize("marker, kind", [("pipeline.json", "pipeline"), ("suite.json", "eval-suite")])
 def test_a_pipeline_or_suite_out_is_recognised_without_a_manifest(tmp_path, marker, kind):
     (tmp_path / marker).write_text("{}")
-    with pytest.raises(UserError, match=f"holds a {kind} run, not a eval run"):
+    with pytest.raises(UserError, match=f"holds an? {kind} run, not an eval run"):
         RunDirectory(tmp_path, "eval", {"config": {}}).claim()
     assert RunDirectory(tmp_path, kind, {}).check_kind() is None  # its own kind passes
 

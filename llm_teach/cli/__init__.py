@@ -18,13 +18,14 @@ from llm_teach.cli import evaluate, generate, models, run, serve, train  # noqa:
 
 def main() -> None:
     """Console-script entry point: run the app, turning UserError into one line + exit 2."""
+    from llm_teach.credentials import mask_text
     from llm_teach.errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app(standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)  # a URL's password never reaches a log
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

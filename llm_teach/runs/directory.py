@@ -96,7 +96,7 @@ class RunDirectory:
             return None  # a start that produced nothing: start over with the new identity
         details = [d for section in changed for d in self._describe(section, previous)]
         shown = "; ".join(details[:4]) + (f"; and {len(details) - 4} more" if len(details) > 4 else "")
-        raise UserError(mask_text(f"{self.out} holds a {self.kind} run with other {', '.join(changed)}: "
+        raise UserError(mask_text(f"{self.out} holds {_a(self.kind)} run with other {', '.join(changed)}: "
                                   f"{shown}; use a new --out (or delete it) to start over"))
 
     def check_kind(self) -> dict[str, Any] | None:
@@ -106,7 +106,7 @@ class RunDirectory:
         if previous is None:
             found = next((kind for name, kind in MARKERS.items() if (self.out / name).is_file()), None)
         if found is not None and found != self.kind:
-            raise UserError(f"{self.out} holds a {found} run, not a {self.kind} run; use a new --out "
+            raise UserError(f"{self.out} holds {_a(found)} run, not {_a(self.kind)} run; use a new --out "
                             f"(it was left untouched)")
         return previous
 
@@ -152,6 +152,10 @@ def differences(before: Any, now: Any, path: str) -> list[str]:
         return [d for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)
                 for d in differences(before.get(key), now.get(key), f"{path}.{key}")]
     return [f"{path}: {_short(before)} -> {_short(now)}"]
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
 def _data_text(data: Any) -> str:
