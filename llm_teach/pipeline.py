@@ -205,6 +205,23 @@ def check_pipeline(pipeline: Pipeline, out: Path) -> None:
                 build(BackendOptions, o.get(key, {}), f"{where}: {key}")
         else:
             make_config(resolved.target, o.get("config", {}), f"{where}: config")
+        _check_data_file(step, resolved, where)
+
+
+def _check_data_file(step: Step, resolved: Step, where: str) -> None:
+    """A local data file that no earlier step writes must exist before anything runs: a typo in
+    a path fails before pipeline.json is written, not after an earlier step's hour of work."""
+    from llm_teach.data.problems import local_file
+
+    def data(s: Step) -> Any:
+        return (s.options.get("config") or {}).get("data") if s.kind == "train" else s.options.get("data")
+
+    raw, value = data(step), data(resolved)
+    if not isinstance(raw, str) or {scope for scope, _ in _REF.findall(raw)} - {"vars"}:
+        return
+    path = local_file(str(value))
+    if path is not None and not path.is_file():
+        raise UserError(f"{where}: data {value}: file not found")
 
 
 # -- step runners --------------------------------------------------------------------------------

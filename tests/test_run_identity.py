@@ -211,3 +211,39 @@ def test_check_name_refuses_anything_but_a_word(name):
 @pytest.mark.parametrize("name", ["gsm8k", "rg-chain_sum", "Step2"])
 def test_check_name_accepts_words(name):
     assert check_name(name, "'name'") == name
+
+
+# -- a failed start does not block its fix (trainers and pipelines) ------------------------------
+
+
+def test_a_training_that_failed_before_its_first_checkpoint_may_start_over_with_another_config(tmp_path,
+                                                                                              tiny_model_dir):
+    from transformers import TrainerCallback
+
+    from llm_teach.trainers import train
+
+    class Fail(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            raise UserError("failed at the start")
+
+    data = tmp_path / "r.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {i}.", "completion": str(i)}) + "\n" for i in range(4)))
+    values = {"model": "tiny-random", "data": str(data), "max_steps": 1, "learning_rate": 1e-3}
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="failed at the start"):
+        train("sft", values, out, callbacks=[Fail()])
+    assert json.loads((out / "manifest.json").read_text())["status"] == "running"
+    model = train("sft", {**values, "learning_rate": 1e-4}, out)  # another config, no work to protect
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert model.is_dir() and manifest["status"] == "complete" and manifest["config"]["learning_rate"] == 1e-4
+    with pytest.raises(UserError, match=r"other config: config.learning_rate: 0.0001 -> 0.001"):
+        train("sft", values, out)  # now there is a model to protect
+
+
+def test_a_pipeline_with_a_missing_data_file_fails_before_writing(tmp_path):
+    from conftest import check_one_line_error, run_cli
+
+    pipe = tmp_path / "pipe.yaml"
+    pipe.write_text("steps:\n  - name: ev\n    eval: tiny-random\n    data: nowhere/p.jsonl\n")
+    check_one_line_error(run_cli("run", pipe, "--out", tmp_path / "out"), "step 'ev'", "nowhere/p.jsonl")
+    assert not (tmp_path / "out").exists()
