@@ -159,8 +159,8 @@ def evaluate_suite(model: str, options: BackendOptions, jobs: list[tuple[SuiteEn
         if show is not None:
             show(results[entry.dir_name])
     if suite is not None:
-        write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped or [],
-                                                     "results": results})
+        write_json_atomic(Path(out) / "suite.json", {"kind": "eval-suite", "suite": suite, "model": model,
+                                                     "skipped": skipped or [], "results": results})
     return results
 
 

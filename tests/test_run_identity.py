@@ -113,9 +113,24 @@ def test_the_content_hash_covers_every_field_of_every_problem(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
     first = data_fingerprint(load_problems(str(path)))
-    assert first["source"] == str(path) and first["count"] == 1
+    assert first.source == str(path) and first.count == 1
     path.write_text('{"question": "1+1?", "answer": "#### 3"}\n')  # same name, same id, other gold answer
-    assert data_fingerprint(load_problems(str(path)))["hash"] != first["hash"]
+    assert data_fingerprint(load_problems(str(path))).hash != first.hash
+
+
+@pytest.mark.parametrize("answers, same_run", [(("1", "2", "3"), True),  # a larger --limit: the run grown
+                                               (("1", "2"), True),
+                                               (("1", "9", "3"), False),  # more, but not beginning with the old
+                                               (("1",), False)])  # fewer: not the recorded run
+def test_more_problems_that_begin_with_the_old_ones_are_the_same_run_grown(tmp_path, answers, same_run):
+    out = tmp_path / "out"
+    start(out, data=data_fingerprint(problems("1", "2")))
+    directory = RunDirectory(out, "eval", {"config": {"lr": 1}}, data=data_fingerprint(problems(*answers)))
+    if same_run:
+        assert directory.claim()["status"] == "running"
+    else:
+        with pytest.raises(UserError, match="other data: data 2 from p.jsonl"):
+            directory.claim()
 
 
 def test_the_manifest_names_its_kind_and_data_first(tmp_path):

@@ -29,6 +29,7 @@ from typing import Any
 
 from llm_teach.credentials import mask_text
 from llm_teach.errors import UserError
+from llm_teach.runs.hashing import DataFingerprint
 from llm_teach.runs.manifest import write_manifest
 
 # Files that mark OUT as some command's, besides manifest.json (which names its own kind).
@@ -40,12 +41,13 @@ class RunDirectory:
     """OUT, claimed by one run of `kind`.
 
     `identity`: the manifest sections that name the run, e.g. `{"config": {...}, "models":
-    {...}}`. `data`: the fingerprint of the data the run reads (`data_fingerprint`: source,
-    count, hash), or None; it is recorded as the `data` section and its `hash` is part of the
-    identity (where the data lives is not: the same file copied elsewhere is the same run).
+    {...}}`. `data`: the fingerprint of the data the run reads (`DataFingerprint`: source,
+    count, hash), or None; it is recorded as the `data` section and its content is part of the
+    identity (where the data lives is not: the same file copied elsewhere is the same run; more
+    problems that begin with the earlier ones are the same run grown).
     """
 
-    def __init__(self, out: str | Path, kind: str, identity: dict[str, Any], data: dict[str, Any] | None = None):
+    def __init__(self, out: str | Path, kind: str, identity: dict[str, Any], data: DataFingerprint | None = None):
         self.out = Path(out)
         self.kind = kind
         self.data = data
@@ -69,10 +71,9 @@ class RunDirectory:
 
     def changes(self, previous: dict[str, Any]) -> list[str]:
         """The identity sections whose values differ from `previous` (in identity order), then
-        "data" when the data's content hash differs."""
+        "data" when the data is neither the recorded data nor that data grown."""
         changed = [section for section, now in self.identity.items() if _jsonable(now) != previous.get(section)]
-        before = previous.get("data")
-        if self.data is not None and (before.get("hash") if isinstance(before, dict) else None) != self.data["hash"]:
+        if self.data is not None and not self.data.continues(previous.get("data")):
             changed.append("data")
         return changed
 
@@ -114,12 +115,12 @@ class RunDirectory:
         """Write OUT/manifest.json atomically: `kind`, the data fingerprint, then `sections`
         in the given order (`status` and the rest; the identity is always recorded, where the
         caller places it or else after the data)."""
-        data = {"data": self.data} if self.data is not None else {}
+        data = {"data": self.data.record()} if self.data is not None else {}
         return write_manifest(self.out, kind=self.kind, **data, **{**self.identity, **sections})
 
     def _describe(self, section: str, previous: dict[str, Any]) -> list[str]:
         if section == "data":
-            return [f"data {_data_text(previous.get('data'))} -> {_data_text(self.data)}"]
+            return [f"data {_data_text(previous.get('data'))} -> {_data_text(self.data.record())}"]
         return differences(previous.get(section), self.identity[section], section)
 
 

@@ -26,16 +26,16 @@ from typing import Any
 
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory
-from llm_teach.runs.hashing import file_hash
+from llm_teach.runs.hashing import DataFingerprint, file_hash
 from llm_teach.trainers.train_config import TrainConfig
 
 
-def source_info(source: str) -> dict[str, Any]:
+def source_info(source: str) -> DataFingerprint:
     """The training data's fingerprint for the manifest and for `plan_run` (`RunDirectory`'s
-    `data`): the source and the content hash of a data file (a changed file is not the same
-    run; the same file elsewhere is). A named source (rg:TASK?seed=..., gsm8k) is its own content:
-    its limit and split are in the config."""
-    return {"source": source, "hash": file_hash(source) if Path(source).is_file() else f"source:{source}"}
+    `data`): the source and the content hash of a data file (a changed or grown file is not the
+    same run: training order and steps depend on all of it; the same file elsewhere is). A named
+    source (rg:TASK?seed=..., gsm8k) is its own content: its limit and split are in the config."""
+    return DataFingerprint(source, file_hash(source) if Path(source).is_file() else f"source:{source}")
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -51,7 +51,7 @@ def final_model_dir(out: Path) -> Path:
     return out / "model" if (out / "model").is_dir() else out / "adapter"
 
 
-def run_directory(out: Path, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> RunDirectory:
+def run_directory(out: Path, method: str, config: dict[str, Any], inputs: DataFingerprint) -> RunDirectory:
     """OUT claimed by a training run of kind "train:METHOD": its identity is the method, the
     resolved config but for the data's path, and the data's content (`source_info`)."""
     return RunDirectory(out, f"train:{method}", {"method": method, "config": settings(config)}, data=inputs)
@@ -64,7 +64,7 @@ def settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
-             inputs: dict[str, Any]) -> tuple[str, Path | None]:
+             inputs: DataFingerprint) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
     `RunDirectory.claim` first: another kind of run in OUT, or a run of this method with another
@@ -141,7 +141,7 @@ class MetricsLog:
 
 
 def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | None,
-        inputs: dict[str, Any] | None = None) -> Path:
+        inputs: DataFingerprint | None = None) -> Path:
     """Train (resuming from `checkpoint` when given), save the final model, write the manifest.
 
     Every rank calls this (saving under ZeRO-3 gathers shards from all of them); only the main
