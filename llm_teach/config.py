@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
 import types
 import typing
 from pathlib import Path
@@ -49,11 +51,11 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    from llm_teach.data.jsonl import read_text
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f": line {mark.line + 1}" if mark else ""
@@ -104,6 +106,63 @@ def check_keys(mapping: dict[str, Any], allowed: Iterable[str], where: str) -> N
             raise UserError(f"{where}: unknown key '{key}'{hint}")
 
 
+class FieldError(ValueError):
+    """A config field holds a value outside its range. It carries the field's `key` so that
+    `build` can name it as the user typed it (`--learning-rate` for a flag, `learning_rate` in
+    a YAML file or `--set`)."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"'{key}' {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def check_fields(obj: Any, **bounds: str) -> None:
+    """Validate a config dataclass instance: its `Literal` choices, and the range of each field
+    named in `bounds`, written as it reads: `check_fields(self, top_p="(0, 1]", samples=">= 1")`
+    (also "> 0", "<= 3", "[0, 1)"). Each config's `__post_init__` calls this once for its own
+    fields (a subclass after its parent's), so YAML, `--set`, flags and Python callers are all
+    checked in this one place. None passes: an optional field left unset."""
+    check_choices(obj)
+    for key, spec in bounds.items():
+        value = getattr(obj, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+            raise FieldError(key, f"must be a number {_describe(spec)} (got {value!r})")
+        if not all(_HOLDS[op](value, x) for op, x in _parse_bounds(spec)):
+            raise FieldError(key, f"must be {_describe(spec)} (got {value!r})")
+
+
+_BOUND = re.compile(r"^\s*(?:(?P<op>>=|>|<=|<)\s*(?P<x>[-+0-9.e]+)"
+                    r"|(?P<lo>[\[(])\s*(?P<a>[-+0-9.e]+)\s*,\s*(?P<b>[-+0-9.e]+)\s*(?P<hi>[\])]))\s*$")
+_HOLDS = {">=": lambda v, x: v >= x, ">": lambda v, x: v > x, "<=": lambda v, x: v <= x, "<": lambda v, x: v < x}
+
+
+@functools.lru_cache(maxsize=None)
+def _parse_bounds(text: str) -> tuple[tuple[str, float], ...]:
+    """">= 0" -> ((">=", 0.0),); "(0, 1]" -> ((">", 0.0), ("<=", 1.0))."""
+    match = _BOUND.match(text)
+    if not match:
+        raise ValueError(f"bad bounds {text!r}")  # a bug in a config class, not a user error
+    if match["op"]:
+        return ((match["op"], float(match["x"])),)
+    return ((">=" if match["lo"] == "[" else ">", float(match["a"])),
+            ("<=" if match["hi"] == "]" else "<", float(match["b"])))
+
+
+def _describe(bounds: str) -> str:
+    text = bounds.strip()
+    if text.startswith(">= "):
+        return f"at least {text[3:]}"
+    return text if text[0] in "<>" else f"in {text}"
+
+
+def flag_names(keys: Iterable[str]) -> dict[str, str]:
+    """How a config key is typed as a command-line flag: `learning_rate` -> `--learning-rate`."""
+    return {key: "--" + key.replace("_", "-") for key in keys}
+
+
 def check_choices(obj: Any) -> None:
     """Raise ValueError when a `Literal[...]` field of dataclass `obj` holds another value, so a
     config built directly in Python is as strict as one built from YAML or flags."""
@@ -113,25 +172,35 @@ def check_choices(obj: Any) -> None:
                              f"{', '.join(map(repr, typing.get_args(hint)))}")
 
 
-def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
-    """Instantiate dataclass `cls` from a mapping, checking keys and coercing simple types."""
+def build(cls: type[T], values: dict[str, Any], where: str = "config", spelled: dict[str, str] | None = None) -> T:
+    """Instantiate dataclass `cls` from a mapping, checking keys and coercing simple types.
+    `spelled` maps keys whose values the user typed as flags to the flag (`flag_names`), so an
+    error about one names it the way it was typed: "--learning-rate must be > 0 (got -1.0)"."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     check_keys(values, fields, where)
-    kwargs = {key: _coerce(value, hints[key], f"{where}: key '{key}'") for key, value in values.items()}
+    spelled = spelled or {}
+    kwargs = {key: _coerce(value, hints[key], f"{spelled[key]}" if key in spelled else f"{where}: key '{key}'")
+              for key, value in values.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
+        raise UserError(f"{where}: {exc}") from None
+    except FieldError as exc:  # __post_init__ validation of one field
+        if exc.key in spelled:
+            raise UserError(f"{spelled[exc.key]} {exc.problem}") from None
         raise UserError(f"{where}: {exc}") from None
     except ValueError as exc:  # __post_init__ validation
         raise UserError(f"{where}: {exc}") from None
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-         defaults: dict[str, Any] | None = None, flags: dict[str, Any] | None = None, where: str = "config") -> T:
+         defaults: dict[str, Any] | None = None, flags: dict[str, Any] | None = None, where: str = "config",
+         spelled: dict[str, str] | None = None) -> T:
     """Priority, lowest first: `defaults` (e.g. a pipeline step's values) < YAML file < `flags`
     (options the user typed on the command line) < `--set` overrides. What is typed last and
-    most specifically wins, as in most CLIs. `where` names the values in errors."""
+    most specifically wins, as in most CLIs. `where` names the values in errors; a bad flag is
+    named as typed: `spelled[key]`, by default `--key-with-dashes` (`flag_names`)."""
     values = dict(defaults or {})
     if path:
         values = merge(values, read_yaml(path))
@@ -142,7 +211,8 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     if sets:
         values = merge(values, sets)
         where = f"{where} / --set" if path else "--set"
-    return build(cls, values, where)
+    typed = {**flag_names(flags or {}), **(spelled or {})}
+    return build(cls, values, where, {k: v for k, v in typed.items() if k in (flags or {}) and k not in sets})
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
+from llm_teach.config import check_fields
 from llm_teach.data.jsonl import RecordLog, write_json_atomic
 from llm_teach.data.problems import Problem
 from llm_teach.errors import UserError
@@ -44,6 +45,10 @@ class EvalConfig:
     template: str = "eval/boxed.jinja"  # prompt template under prompts/
     chunk_size: int = 8  # problems per generate call and per durable append
 
+    def __post_init__(self) -> None:
+        check_fields(self, samples=">= 1", temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1",
+                           chunk_size=">= 1")
+
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(temperature=self.temperature, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
@@ -66,9 +71,7 @@ class SuiteEntry:
     def __post_init__(self) -> None:
         if self.name is not None:
             check_name(self.name, "'name'")
-        for key in ("limit", "samples", "max_new_tokens"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"'{key}' must be at least 1")
+        check_fields(self, limit=">= 1", samples=">= 1", temperature=">= 0", max_new_tokens=">= 1")
 
     @property
     def dir_name(self) -> str:
@@ -122,10 +125,11 @@ def suite_problems(entries: list[SuiteEntry], *, limit: int | None = None, colum
 
 
 def suite_config(entry: SuiteEntry, settings: dict[str, Any], sampled_temperature: float = 0.7,
-                 where: str = "eval options") -> EvalConfig:
+                 where: str = "eval options", spelled: dict[str, str] | None = None) -> EvalConfig:
     """The EvalConfig of one benchmark. `settings` (what is typed on the command line, or a
     pipeline step's `config`) win over the entry's values, which win over the defaults: one
-    sample; greedy for one sample, `sampled_temperature` for several; EvalConfig's for the rest."""
+    sample; greedy for one sample, `sampled_temperature` for several; EvalConfig's for the rest.
+    `spelled`: how settings typed as flags are named in errors (`config.flag_names`)."""
     from llm_teach.config import build
 
     values = {key: getattr(entry, key) for key in ("samples", "temperature", "max_new_tokens")
@@ -133,21 +137,24 @@ def suite_config(entry: SuiteEntry, settings: dict[str, Any], sampled_temperatur
     values.update(settings)
     values.setdefault("samples", 1)
     values.setdefault("temperature", 0.0 if values["samples"] == 1 else sampled_temperature)
-    return build(EvalConfig, {"benchmark": entry.benchmark, **values}, where)
+    return build(EvalConfig, {"benchmark": entry.benchmark, **values}, where, spelled)
 
 
 def evaluate_suite(model: str, options: BackendOptions, jobs: list[tuple[SuiteEntry, list[Problem]]],
                    out: str | Path, *, settings: dict[str, Any], suite: str | None = None,
                    skipped: list[str] | None = None, sampled_temperature: float = 0.7, where: str = "eval options",
+                   spelled: dict[str, str] | None = None,
                    show: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate MODEL (one backend, made once) on each (entry, problems) job and return the
     summaries by entry name. A `suite` (its file) writes each entry into OUT/<entry.dir_name>/
     and OUT/suite.json; a single benchmark writes into OUT. `show` sees each summary as it is
-    done. Each entry's config: see `suite_config`."""
+    done. Each entry's config: see `suite_config`. Configs and output directories are checked
+    before the model loads."""
     from llm_teach.backends import make_backend
 
-    configs = [suite_config(entry, settings, sampled_temperature, where) for entry, _ in jobs]
-    # Every output directory is checked before the model loads: another run's OUT fails in seconds.
+    configs = [suite_config(entry, settings, sampled_temperature, where, spelled) for entry, _ in jobs]
+    # Every output directory is checked before the model loads: a bad --out, or another run's
+    # OUT, fails in seconds and is left untouched.
     if suite is not None:
         RunDirectory(out, "eval-suite", {}).check_kind()
     for (entry, problems), config in zip(jobs, configs):

@@ -131,8 +131,7 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
     check_data_files(pipeline)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
     state_path = out / "pipeline.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    done: dict[str, Any] = state.get("steps", {})
+    done: dict[str, Any] = read_state(state_path).get("steps", {})
     results: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, str] = {}
     for step in pipeline.steps:
@@ -170,6 +169,23 @@ def _save_state(path: Path, pipeline: Pipeline, done: dict[str, Any]) -> None:
     write_json_atomic(path, {"kind": "pipeline", "pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """OUT/pipeline.json (the steps a previous run finished), {} for a new OUT; checks that OUT
+    can be a directory first, so a bad --out is one line before anything runs."""
+    from llm_teach.runs.directory import check_out_dir
+
+    check_out_dir(path.parent)
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: invalid JSON or not UTF-8
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("steps", {}), dict):
+        raise UserError(f"{path}: unreadable pipeline state; use a new --out (or delete it)")
+    return state
+
+
 def _steps_read(step: Step) -> set[str]:
     """Names of the earlier steps whose outputs this step refers to."""
     return {scope for scope, _ in _REF.findall(json.dumps([step.target, step.options], default=str))
@@ -184,9 +200,12 @@ def _set_aside(path: Path) -> Path:
 
 
 def check_pipeline(pipeline: Pipeline, out: Path) -> None:
-    """Build every step's config before anything runs, so a typo in step 5 fails in one line
-    now rather than after an hour of step 1 (step outputs are stood in for by their paths)."""
+    """Build every step's config, and read every local problems file a step names directly,
+    before anything runs, so a typo in step 5 fails in one line now rather than after an hour
+    of step 1 (step outputs are stood in for by their paths)."""
     from llm_teach.backends import BackendOptions
+    from llm_teach.data import load_problems
+    from llm_teach.data.problems import local_file
     from llm_teach.evaluation import EvalConfig
     from llm_teach.stages import load_stage
     from llm_teach.trainers import make_config
@@ -196,6 +215,13 @@ def check_pipeline(pipeline: Pipeline, out: Path) -> None:
         resolved = _resolve(step, pipeline.vars, placeholders, out)
         where = f"{pipeline.path}: step '{step.name}'"
         o = resolved.options
+        if "limit" in o and o["limit"] is not None and (
+                isinstance(o["limit"], bool) or not isinstance(o["limit"], int) or o["limit"] < 1):
+            raise UserError(f"{where}: 'limit' must be a whole number, at least 1 (got {o['limit']!r})")
+        data = o.get("data")
+        if step.kind != "train" and isinstance(data, str) and not _REF.search(str(step.options.get("data"))) \
+                and local_file(data) is not None:
+            load_problems(data, o.get("limit"))
         if step.kind == "eval":
             build(EvalConfig, {"benchmark": o.get("benchmark", "gsm8k"), **o.get("config", {})}, f"{where}: config")
             build(BackendOptions, o.get("backend", {}), f"{where}: backend")

@@ -27,7 +27,10 @@ def progress_bar(description: str, total: int, done: int = 0) -> Iterator[Callab
             now = time.time()
             if now - state["last"] >= 30 or state["done"] >= total:
                 state["last"] = now
-                print(f"{description}: {state['done']}/{total} ({now - start:.0f}s)", file=sys.stderr, flush=True)
+                # One write with its newline (print writes the end separately): a Ctrl-C between
+                # the two would glue the "interrupted" line to this one.
+                sys.stderr.write(f"{description}: {state['done']}/{total} ({now - start:.0f}s)\n")
+                sys.stderr.flush()
 
         yield advance
         return

@@ -13,6 +13,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
+from llm_teach.data.jsonl import read_text
 from llm_teach.errors import UserError
 from llm_teach.runs.hashing import text_hash
 
@@ -32,7 +33,7 @@ def template_source(name: str, root: str | Path | None = None) -> str:
     path = Path(root or prompts_dir()) / name
     if not path.is_file():
         raise UserError(f"prompt template '{name}' not found under {path.parent}")
-    return path.read_text(encoding="utf-8")
+    return read_text(path)
 
 
 def render(name: str, root: str | Path | None = None, **variables) -> str:

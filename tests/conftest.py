@@ -1,4 +1,11 @@
-"""Shared fixtures: one converted SmolLM2 and one tiny random model for the whole session."""
+"""Shared fixtures: one converted SmolLM2 and one tiny random model for the whole session.
+
+The suite is in three folders: `unit/` (no model, no subprocess: seconds), `integration/`
+(tiny-random, CLI runs in subprocesses, local servers, several processes) and `slow/` (the
+real SmolLM2-135M; every test there is marked `slow`). This file and the helper modules beside
+it (`scripted_backend.py`, `sigkill.py`, `stage_cases.py`, `fault_server.py`) serve all three:
+pytest puts `tests/` on `sys.path`, so they import as top-level modules.
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
+from llm_teach.config import check_fields
+
 Message = dict[str, str]
 # A prompt is either plain text (sent as-is) or a chat (rendered with the model's template).
 Prompt = Union[str, list[Message]]
@@ -27,6 +29,9 @@ class SamplingConfig:
     stop: list[str] = field(default_factory=list)
     seed: int = 0
     logprobs: bool = False  # also return the log-prob of every sampled token
+
+    def __post_init__(self) -> None:
+        check_fields(self, temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

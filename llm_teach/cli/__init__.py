@@ -16,22 +16,28 @@ from llm_teach.cli.app import app
 from llm_teach.cli import evaluate, generate, models, run, serve, train  # noqa: F401
 
 
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning UserError into one line + exit 2."""
+    """Console-script entry point: run the app, turning UserError into one line + exit 2 and
+    Ctrl-C into one line + exit 130 (every command's output directory resumes on a re-run)."""
     from llm_teach.credentials import mask_text
     from llm_teach.errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode Typer does not exit: it RETURNS the code of a `typer.Exit`,
+        # and turns KeyboardInterrupt into Exit(130) first (typer.core._main); our commands
+        # themselves return None.
+        code = app(standalone_mode=False)
     except UserError as exc:
         print(f"error: {mask_text(str(exc))}", file=sys.stderr)  # a URL's password never reaches a log
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt:  # before or after Typer's own handler (e.g. while importing)
+        code = 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except typer.Abort:
         sys.exit(130)
     except typer.TyperException as exc:  # usage errors: bad option value, unknown command
@@ -40,3 +46,8 @@ def main() -> None:
         else:
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if code == 130:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

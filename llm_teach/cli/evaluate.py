@@ -39,13 +39,11 @@ def eval_(
     tensor_parallel_size: opt.TensorParallel = 1,
 ) -> None:
     """Evaluate MODEL on a benchmark (or a --suite of them); writes items.jsonl, summary.json, manifest.json."""
-    from llm_teach.errors import UserError
+    from llm_teach.config import flag_names
     from llm_teach.evaluation import evaluate_suite, suite_problems
     from llm_teach.models import parse_spec
 
     entries = _entries(suite, benchmark, data)
-    if samples is not None and samples < 1:
-        raise UserError("--samples must be at least 1")
     if backend in ("hf", "vllm"):
         parse_spec(model)  # an unknown model fails here, before any data or weights are loaded
     # Every benchmark's problems are read before the model loads: a bad file fails in seconds.
@@ -55,7 +53,8 @@ def eval_(
     # What is typed on the command line wins over the suite, which wins over the defaults.
     typed = {"samples": samples, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
              "seed": seed, "template": template}
-    evaluate_suite(model, options, jobs, out, settings={k: v for k, v in typed.items() if v is not None},
+    settings = {k: v for k, v in typed.items() if v is not None}
+    evaluate_suite(model, options, jobs, out, settings=settings, spelled=flag_names(settings),
                    suite=suite, skipped=skipped, show=print_summary)
 
 

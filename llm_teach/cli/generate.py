@@ -35,6 +35,13 @@ def _register(stage: str, help_text: str) -> None:
         set_: opt.Set = None,
         decontaminate: Annotated[Optional[list[str]], typer.Option(
             "--decontaminate", help="Also drop generated problems overlapping this problem file (repeatable).")] = None,
+        no_decontaminate: Annotated[bool, typer.Option(
+            "--no-decontaminate", help="Proceed without checking generated problems against the evaluation sets "
+                                       "(needed when they cannot be loaded; recorded in the manifest).")] = False,
+        probe: Annotated[Optional[str], typer.Option(
+            "--probe", help="arte: problem source of probe candidates (default: a held-out split of --data).")] = None,
+        diagnose: Annotated[Optional[str], typer.Option(
+            "--diagnose", help="stat: problem source of the diagnosis set (default: a held-out split of --data).")] = None,
         teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="hf, openai or vllm.")] = "hf",
         teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
         teacher_api_key_env: Annotated[Optional[str], typer.Option("--teacher-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--teacher-"))] = None,
@@ -81,7 +88,8 @@ def _register(stage: str, help_text: str) -> None:
                                                 student_tokenizer, prefix="--student-"),
         )
         manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
-                             out=out, config_file=config, overrides=set_, decontaminate=decontaminate)
+                             out=out, config_file=config, overrides=set_, decontaminate=decontaminate,
+                             no_decontaminate=no_decontaminate, sources={"probe": probe, "diagnose": diagnose})
         print_counts(stage, out, manifest)
 
     command.__name__ = f"generate_{stage}"

@@ -6,8 +6,10 @@ Two different questions, two tools:
   problem of GSM8K test, MATH-500 or a file given with `--decontaminate PATH`? Then training
   on it would leak the benchmark into the student, and reported gains would be fake. The
   reference sets come from `../shared/data/<name>/test.jsonl` beside the repository when
-  present, else from the Hugging Face Hub; a set that cannot be had is reported (stderr and
-  manifest), never silently skipped.
+  present, else from the Hugging Face Hub. A set that cannot be had stops the run with an error
+  naming it and the way out (`--no-decontaminate`, i.e. `decontamination.enabled=false`): an
+  offline machine must not quietly train on test problems. Turning the check off is recorded
+  in the manifest (`decontamination: {"disabled": ...}`).
 * Near-duplicates (`NearDuplicates`): is a generated problem almost the same text as one we
   already have (ROUGE-L F1 at or above a threshold: Self-Instruct uses 0.7; LLM2LLM, whose
   problems are deliberate variants of a seed, 0.95)? Then it adds no information and
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.errors import UserError
 
 BENCHMARK_FILES = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl"}
@@ -40,9 +42,16 @@ _WORD = re.compile(r"[a-z0-9]+")
 class DecontamConfig:
     """Which evaluation sets generated problems are checked against, and how."""
 
-    benchmarks: list[str] = option("Test splits checked (gsm8k, math500).", factory=lambda: ["gsm8k", "math500"])
+    enabled: bool = option(
+        "Check generated problems against evaluation sets at all; false (`--no-decontaminate`) proceeds without "
+        "the check, and the manifest says so.", True)
+    benchmarks: list[str] = option("Test splits checked (gsm8k, math500); one that cannot be loaded is an error.",
+                                   factory=lambda: ["gsm8k", "math500"])
     paths: list[str] = option("More problem files to check against (--decontaminate PATH).", factory=list)
     ngram: int = option("Words in a shared span that counts as overlap (13, as in the GPT-3 contamination study).", 13)
+
+    def __post_init__(self) -> None:
+        check_fields(self, ngram=">= 1")
 
 
 def words(text: str) -> list[str]:
@@ -79,11 +88,20 @@ class Decontaminator:
     @classmethod
     def from_config(cls, config: DecontamConfig) -> tuple["Decontaminator", dict[str, object]]:
         """Load the reference sets; return the index and a report for the manifest
-        (`{name: number of problems}` or `{name: "unavailable: why"}`)."""
+        (`{name: number of problems}`, or `{"disabled": why}` when the check is off).
+
+        Raises:
+            UserError: a benchmark set cannot be loaded (naming it and `--no-decontaminate`),
+                is unknown, or a `--decontaminate` file is missing.
+        """
         from llm_teach.data.problems import load_problems
 
+        if not config.enabled:
+            print("warning: decontamination is off (--no-decontaminate): generated problems are not checked "
+                  "against evaluation sets", file=sys.stderr)
+            return cls({}, config.ngram), {"disabled": "--no-decontaminate (decontamination.enabled=false): "
+                                                       "generated problems were not checked against evaluation sets"}
         references: dict[str, list[str]] = {}
-        report: dict[str, object] = {}
         for name in config.benchmarks:
             if name not in BENCHMARK_FILES:
                 raise UserError(f"decontamination: unknown benchmark '{name}' (known: {', '.join(BENCHMARK_FILES)})")
@@ -91,17 +109,16 @@ class Decontaminator:
             try:
                 problems = load_problems(str(local)) if local.is_file() else load_problems(name, split="test")
             except UserError as exc:
-                report[name] = f"unavailable: {exc}"
-                print(f"warning: decontamination against {name} skipped: {exc}", file=sys.stderr)
-                continue
+                raise UserError(f"decontamination: cannot load the {name} test set ({exc}); put a copy at {local} "
+                                f"or pass --no-decontaminate (decontamination.enabled=false) to proceed without "
+                                f"checking generated problems against it") from None
             references[name] = [p.question for p in problems]
         for path in config.paths:
             if not Path(path).exists():
                 raise UserError(f"--decontaminate {path}: file not found")
             references[path] = [p.question for p in load_problems(path)]
         index = cls(references, config.ngram)
-        report.update(index.sizes)
-        return index, report
+        return index, dict(index.sizes)
 
     def match(self, text: str) -> str | None:
         tokens = words(text)

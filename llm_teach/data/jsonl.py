@@ -10,22 +10,43 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from llm_teach.errors import UserError
 
 
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file (YAML, JSON); unreadable or not UTF-8 is a one-line UserError
+    naming the file and line."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{path}: line {line}: not UTF-8 text "
+                        f"(byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield `(line_number, object)` for every non-blank line; a bad line is a UserError."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")  # decoded line by line, so a non-UTF-8 byte names its line
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}: line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                f"save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -46,10 +67,15 @@ def _dumps(record: dict[str, Any]) -> str:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a file so readers see either the old content or the new, never half of it."""
+    """Write a file so readers see either the old content or the new, never half of it.
+
+    The temporary file is created with mode 0666 and O_EXCL by hand rather than by
+    `tempfile.mkstemp`, which always makes 0600 files: outputs must follow the user's umask
+    like any other tool's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -59,6 +85,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask. Read from /proc where Linux has it: setting the umask to learn it
+    (the portable way, below) briefly changes it for every thread of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(root: str | Path) -> None:
+    """Give the file `root`, or every file under the directory `root`, the mode a plain `open`
+    would have given it (0666 minus the umask). For files written by libraries that create
+    them 0600 whatever the umask: safetensors' `save_file` (model.safetensors) does."""
+    root = Path(root)
+    mode = 0o666 & ~current_umask()
+    for path in [root] if root.is_file() else root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from llm_teach.data.jsonl import iter_jsonl
+from llm_teach.data.jsonl import iter_jsonl, read_text
 from llm_teach.errors import UserError
 
 NAMED_SOURCES = ("gsm8k", "math500")
@@ -137,14 +137,12 @@ def load_file(path: Path, limit: int | None, *, columns: dict[str, str] | None =
     if not path.exists():
         raise UserError(f"{path}: file not found")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = enumerate(pq.read_table(path).to_pylist(), start=1)
+        rows = enumerate(read_parquet(path), start=1)
     elif path.suffix == ".json":
         import json
 
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
         if not isinstance(data, list):
@@ -167,6 +165,18 @@ def load_file(path: Path, limit: int | None, *, columns: dict[str, str] | None =
     if not problems:
         raise UserError(f"{path}: no problems found")
     return problems
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    """The rows of a parquet file; a file that is not parquet (or cannot be read) is one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a readable parquet file ({reason})") from None
 
 
 def _remap(row: dict[str, Any], columns: dict[str, str], where: str) -> dict[str, Any]:

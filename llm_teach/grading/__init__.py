@@ -18,6 +18,10 @@ would invent accuracy and lenient where a strict one would hide it:
   symmetric -- it simplifies assignments and turns relations into intervals on the gold
   side only (a gold `1<x<2` accepts the answer `(1,2)`; a gold `(1,2)` rejects the answer
   `1<x<2`), so the gold always goes first.
+* Bounded: one grade takes at most `sandbox.GRADE_SECONDS` (5 s) in any thread or process
+  -- math-verify runs in worker processes that are killed when they overrun, absurd answers
+  (`9^{9^{9^9}}`, a megabyte of text) are refused unparsed, and either is graded incorrect
+  with `timed_out=True`, counted in `stats()`.
 * reasoning-gym tasks are scored by the task's own `score_answer`; numeric golds use the
   same numeric comparison as GSM8K.
 
@@ -27,17 +31,19 @@ Example:
     >>> is_correct("so the answer is \\\\boxed{42}", "42", "gsm8k")
     True
     >>> grade("#### 5", "-5", "gsm8k")
-    Grade(correct=False, extracted='5', method='hash', verifier='numeric')
+    Grade(correct=False, extracted='5', method='hash', verifier='numeric', timed_out=False)
 
 The package, one job a module: `extraction` (the final answer in a completion), `numbers`
 (numbers as values), `verification` (`grade`: is it the gold answer?) and `voting`
-(`answer_key`, `majority_vote`: which answers are one answer).
+(`answer_key`, `majority_vote`: which answers are one answer), with `bounds` (what is refused
+unparsed) and `sandbox` / `mv_worker` (math-verify in killable worker processes).
 """
 
 from __future__ import annotations
 
 from llm_teach.grading.extraction import extract_answer, last_boxed
+from llm_teach.grading.sandbox import stats
 from llm_teach.grading.verification import Grade, grade, is_correct
 from llm_teach.grading.voting import answer_key, majority_vote
 
-__all__ = ["Grade", "grade", "is_correct", "extract_answer", "answer_key", "last_boxed", "majority_vote"]
+__all__ = ["Grade", "grade", "is_correct", "extract_answer", "answer_key", "last_boxed", "majority_vote", "stats"]

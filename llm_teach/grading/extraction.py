@@ -9,14 +9,11 @@ to a wrong answer, and taking the last expression of the working would grade int
 from __future__ import annotations
 
 import re
-import threading
-
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
 from llm_teach.errors import UserError
+from llm_teach.grading import sandbox
+from llm_teach.grading.bounds import MAX_ANSWER_CHARS
 from llm_teach.grading.numbers import last_number
-
-MATH_VERIFY_TIMEOUT = 5  # seconds per math-verify parse/verify call (main thread only)
 
 
 def extract_answer(completion: str, benchmark: str) -> tuple[str | None, str]:
@@ -28,8 +25,20 @@ def extract_answer(completion: str, benchmark: str) -> tuple[str | None, str]:
     intermediate steps. reasoning-gym: the last `\\boxed{}`, else "the answer
     is x" / "Answer: x", else the last number on the last line.
 
-    Returns `(None, "none")` when there is no answer. `method` values are listed on `Grade`.
+    Returns `(None, "none")` when there is no answer, or when the last `\\boxed{` is never
+    closed (a truncated generation: the answer it was writing is unknown, and an earlier
+    number is not it). `method` values are listed on `Grade`. Never raises on odd text: a
+    MATH answer whose reading runs out of time counts as no answer (see `grade`, which
+    reports the timeout).
     """
+    try:
+        return extract_within(completion, benchmark, sandbox.Budget())
+    except sandbox.GradingTimeout:
+        return None, "none"
+
+
+def extract_within(completion: str, benchmark: str, budget: sandbox.Budget) -> tuple[str | None, str]:
+    """`extract_answer` within `budget`; raises `sandbox.GradingTimeout` when it runs out."""
     kind, _ = benchmark_kind(benchmark)
     text = completion or ""
     if kind == "gsm8k":
@@ -39,8 +48,10 @@ def extract_answer(completion: str, benchmark: str) -> tuple[str | None, str]:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed, "boxed"
+    if _BOX.search(text):  # a box was opened but never closed
+        return None, "none"
     if kind == "math":
-        anchored = math_verify_anchored(text)
+        anchored = math_verify_anchored(text, budget)
         return (anchored, "math_verify_fallback") if anchored else (None, "none")
     if kind == "rg":
         stated = answer_is(text)
@@ -52,6 +63,9 @@ def extract_answer(completion: str, benchmark: str) -> tuple[str | None, str]:
     return (number, "last_number") if number is not None else (None, "none")
 
 
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` or `\\fbox{...}` in `text`, braces matched.
 
@@ -59,7 +73,7 @@ def last_boxed(text: str) -> str | None:
     brace-less `\\boxed 5`. A last box left unclosed (a truncated generation) gives None
     rather than an earlier box: the answer the model was writing is unknown.
     """
-    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)(?![a-zA-Z])", text)]
+    starts = [m.end() for m in _BOX.finditer(text)]
     if not starts:
         return None
     i = starts[-1]
@@ -104,15 +118,30 @@ def after_hashes(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-_ANSWER_IS = re.compile(
-    r"\banswer\**\s*(?:is\b\s*:?|:)\s*\**[ \t]*(?P<ans>[^\n]*\S)", re.IGNORECASE
-)
+_ANCHOR = re.compile(r"\banswer\**\s*(?:is\b\s*:?|:)", re.IGNORECASE)
+_SPACE = re.compile(r"\s*")
 
 
 def answer_tail(text: str) -> str | None:
-    """The rest of the line after the last "the answer is" / "Answer:" (bold allowed)."""
-    found = list(_ANSWER_IS.finditer(text))
-    return found[-1].group("ans").strip().strip("*").strip() if found else None
+    """The rest of the line after the last "the answer is" / "Answer:" (bold allowed).
+
+    The stated answer starts at the first non-space after the anchor (possibly on a later
+    line) and runs to the end of its line. Found by a scan rather than one regex: the regex
+    this replaces (`...\\s*\\**[ \\t]*([^\\n]*\\S)`) backtracked cubically, and 500 spaces
+    after "the answer is" took 84 s. An anchor inside a stated answer is part of that
+    answer, as with the regex's non-overlapping matches.
+    """
+    found, pos = None, 0
+    while (m := _ANCHOR.search(text, pos)) is not None:
+        start = _SPACE.match(text, m.end()).end()
+        if start == len(text):
+            break
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        found, pos = text[start:end], end
+    if found is None:
+        return None
+    return found.lstrip("*").lstrip(" \t").strip().strip("*").strip()
 
 
 def answer_is(text: str) -> str | None:
@@ -126,24 +155,7 @@ def answer_is(text: str) -> str | None:
     return answer or None
 
 
-# Both LaTeX ("\frac{1}{2}") and plain expressions ("1/2") parse.
-MATH_CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())
-
-
-def math_verify_timeout() -> int | None:
-    """math-verify's timeout, or None off the main thread.
-
-    math-verify times out with `signal.alarm`, and `signal.signal` raises ValueError
-    ("signal only works in main thread") anywhere else -- math-verify re-raises it instead
-    of grading. So threads (a thread-pool evaluator, a trainer's reward worker) run without
-    a timeout; math-verify logs once that the caller must bound the time itself. On the
-    main thread note that the alarm replaces any pending SIGALRM (pytest-timeout's
-    "signal" method uses one).
-    """
-    return MATH_VERIFY_TIMEOUT if threading.current_thread() is threading.main_thread() else None
-
-
-def math_verify_anchored(text: str) -> str | None:
+def math_verify_anchored(text: str, budget: sandbox.Budget) -> str | None:
     """The answer stated after the last "answer is" / "Answer:" anchor, read by math-verify.
 
     Only the rest of that line is parsed ("The final answer is $\\frac12$. I hope it is
@@ -151,23 +163,16 @@ def math_verify_anchored(text: str) -> str | None:
     within 50 characters by any number, so "let's answer this: 3 apples..." yields 3) and
     without anchors it takes the last expression of the working; both grade intermediate
     steps as answers. `first_match` keeps a failed parse from wandering to other matches.
+    math-verify runs in the grading sandbox within `budget` (raises `sandbox.GradingTimeout`);
+    a stated answer too long to parse is passed on whole, for the verifier to refuse.
     """
     tail = answer_tail(text)
     if not tail:
         return None
-    try:
-        found = parse(
-            tail,
-            MATH_CONFIG,
-            fallback_mode="first_match",
-            extraction_mode="first_match",
-            parsing_timeout=math_verify_timeout(),
-        )
-    except Exception:
-        found = []
-    if len(found) == 2 and isinstance(found[1], str) and found[1].strip():
-        return found[1].strip()  # [parsed value, the text it was parsed from]
+    if len(tail) <= MAX_ANSWER_CHARS:
+        found = sandbox.call(("anchored", tail), budget)
+        if found:
+            return found
     # math-verify found no expression ("(C).", "\\text{Evelyn}" outside `$`): the whole
     # stated answer is the candidate, and the verifier boxes it for comparison.
     return answer_is(text)
-

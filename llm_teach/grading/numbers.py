@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+from llm_teach.grading.bounds import MAX_ANSWER_CHARS
+
 REL_TOL = 1e-6  # numeric answers within this relative distance are the same answer
 
 
@@ -26,11 +28,13 @@ _VALUE = re.compile(
     \s*%?""",
     re.VERBOSE,
 )
-NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])[-\u2212]?(?:{_NUM})(?:/\d+(?![\d.]))?")
+# Scientific notation is part of a number ("2e400" is one number, not 2 then a word): reading
+# only its leading digits graded an overflowing "2e400" as 2.
+NUMBER_IN_TEXT = re.compile(rf"(?<![\w.])[-\u2212]?(?:{_NUM})(?:[eE][-+]?\d+)?(?:/\d+(?![\d.]))?")
 
 
 def last_number(text: str) -> str | None:
-    """The last number written in `text` ("-5", "1,000", "2.5", "3/4"); "3-4" is 3 and 4."""
+    """The last number written in `text` ("-5", "1,000", "2.5", "3/4", "1e3"); "3-4" is 3 and 4."""
     found = NUMBER_IN_TEXT.findall(text)
     return found[-1] if found else None
 
@@ -68,11 +72,14 @@ def _value(m: re.Match) -> float:
 
 
 def number(s: str, strict: bool) -> float | None:
-    """The number `s` denotes, or None.
+    """The number `s` denotes, or None (also for numbers without a finite value: `1e99999`).
 
     strict: all of `s` must be the number (`$`, `,` separators, `%`, degrees and a final
-    `.` allowed). Otherwise the number may be followed by words ("18 dollars").
+    `.` allowed). Otherwise the number may be followed by words ("18 dollars"), but not by
+    another number ("1 2 3": a list is not its first number).
     """
+    if len(s) > MAX_ANSWER_CHARS:
+        return None
     plain = to_plain(s).strip()
     m = _VALUE.match(plain)
     if not m or not plain:
@@ -82,10 +89,13 @@ def number(s: str, strict: bool) -> float | None:
         return None
     if rest[:1] and rest[0] in "^*/\\(+-=!":  # "2^10", "5\sqrt2", "3 + 4" are not numbers
         return None
+    if re.match(r"[,;]?\s*\d", rest):  # "1 2 3", "1, 2"
+        return None
     try:
-        return _value(m)
+        value = _value(m)
     except (ZeroDivisionError, OverflowError, ValueError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def gsm_value(answer: str | None) -> float | None:
@@ -93,11 +103,11 @@ def gsm_value(answer: str | None) -> float | None:
 
     "x = 18", "\\$18.00", "18 \\text{ dollars}" and "\\text{Janet makes } 18" are all 18.
     """
-    if answer is None:
+    if answer is None or len(answer) > MAX_ANSWER_CHARS:
         return None
     answer = re.split(r"=|\\approx|\u2248", answer)[-1]
     value = number(answer, strict=False)
-    if value is None:  # a number among words: only if it is the only one
+    if value is None:  # a number among words: only if it is the only one ("2e400" is one)
         numbers = NUMBER_IN_TEXT.findall(to_plain(answer))
         value = number(numbers[0], strict=True) if len(numbers) == 1 else None
     return value

@@ -3,6 +3,12 @@
 GSM8K and numeric reasoning-gym golds are compared as values (`llm_teach.grading.numbers`);
 MATH answers by math-verify, gold first (`verify(gold, pred)` is not symmetric); other
 reasoning-gym tasks by the task's own `score_answer`.
+
+A grade has a hard time bound (`sandbox.GRADE_SECONDS` in all, in any thread): math-verify
+runs in the grading sandbox's worker processes, answers no parser could finish with are
+refused beforehand (`bounds.refusal`), and two integers are compared without sympy -- the
+common MATH case, which so never pays the sandbox's round trip. Not charged to the bound: a
+worker's own start (about 2 s, once per process and after each kill; `STARTUP_SECONDS` caps it).
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from math_verify import parse, verify
-
 from llm_teach.errors import UserError
-from llm_teach.grading.extraction import (MATH_CONFIG, after_hashes, benchmark_kind, extract_answer, last_boxed,
-                                          math_verify_timeout)
+from llm_teach.grading import sandbox
+from llm_teach.grading.extraction import after_hashes, benchmark_kind, extract_within, last_boxed
 from llm_teach.grading.numbers import close, gsm_value, number
+
+_INTEGER = re.compile(r"\s*[-+]?\d{1,300}\s*")
+
 
 @dataclass(frozen=True)
 class Grade:
@@ -30,12 +37,16 @@ class Grade:
             "math_verify_fallback" (MATH without a box: what math-verify reads after
             "the answer is" / "Answer:") or "none".
         verifier: how it was compared: "numeric", "math_verify", "rg_scorer" or "none".
+        timed_out: the comparison was cut off and graded incorrect: math-verify ran out of
+            the grade's time budget, or the answer was refused beforehand as one it could
+            not finish with (see `llm_teach.grading.bounds`). Counted in `grading.stats()`.
     """
 
     correct: bool
     extracted: str | None
     method: str
     verifier: str = "none"
+    timed_out: bool = False
 
 
 def is_correct(completion: str, gold: str, benchmark: str, meta: dict | None = None) -> bool:
@@ -56,14 +67,20 @@ def grade(completion: str, gold: str, benchmark: str, meta: dict | None = None) 
 
     Returns:
         A `Grade`. Grading never raises on odd completions: a completion without an answer,
-        an unparsable answer or a crashing scorer is simply incorrect.
+        an unparsable answer or a crashing scorer is simply incorrect, and a MATH answer
+        math-verify cannot settle within `sandbox.GRADE_SECONDS` (extraction included) is
+        incorrect with `timed_out=True`, whichever thread calls.
 
     Raises:
         UserError: for an unknown benchmark, or an unknown reasoning-gym task whose
             scorer is needed (a non-numeric gold).
     """
     kind, task = benchmark_kind(benchmark)
-    extracted, method = extract_answer(completion or "", benchmark)
+    budget = sandbox.Budget()
+    try:
+        extracted, method = extract_within(completion or "", benchmark, budget)
+    except sandbox.GradingTimeout:
+        return Grade(False, None, "math_verify_fallback", "math_verify", timed_out=True)
     if extracted is None:
         return Grade(False, None, method, "none")
     if kind == "gsm8k":
@@ -72,7 +89,11 @@ def grade(completion: str, gold: str, benchmark: str, meta: dict | None = None) 
         return Grade(close(gold_value, pred_value), extracted, method, "numeric")
     if kind == "math":
         gold_answer = last_boxed(str(gold)) or str(gold)
-        return Grade(_math_equal(gold_answer, extracted), extracted, method, "math_verify")
+        try:
+            correct = _math_equal(gold_answer, extracted, budget)
+        except sandbox.GradingTimeout:
+            return Grade(False, extracted, method, "math_verify", timed_out=True)
+        return Grade(correct, extracted, method, "math_verify")
     # reasoning-gym: numbers by value, everything else by the task's own scorer.
     gold_value = number(str(gold), strict=True) if gold is not None else None
     if gold_value is not None:
@@ -94,17 +115,18 @@ def _for_math_verify(answer: str) -> str:
     return f"$\\boxed{{{answer}}}$"
 
 
-def _math_equal(gold: str, pred: str) -> bool:
-    """math-verify equivalence of two answer strings, gold first; False on any failure."""
-    timeout = math_verify_timeout()
-    try:
-        gold_parsed = parse(_for_math_verify(gold), MATH_CONFIG, parsing_timeout=timeout)
-        pred_parsed = parse(_for_math_verify(pred), MATH_CONFIG, parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
-    except Exception:  # math-verify catches its own errors; this is the last line of defence
-        return False
+def _math_equal(gold: str, pred: str, budget: sandbox.Budget) -> bool:
+    """math-verify equivalence of two answer strings, gold first; False on any failure.
+
+    Raises `sandbox.GradingTimeout` when math-verify runs out of `budget` or an answer is
+    refused unparsed (`bounds.refusal`).
+    """
+    if _INTEGER.fullmatch(gold) and _INTEGER.fullmatch(pred):
+        return int(gold) == int(pred)  # what math-verify concludes too, without sympy
+    gold, pred = _for_math_verify(gold), _for_math_verify(pred)
+    sandbox.refuse_absurd(gold)
+    sandbox.refuse_absurd(pred)
+    return bool(sandbox.call(("equal", gold, pred), budget))
 
 
 @lru_cache(maxsize=None)

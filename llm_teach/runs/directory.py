@@ -37,6 +37,20 @@ MARKERS = {"pipeline.json": "pipeline", "suite.json": "eval-suite"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
+def check_out_dir(out: str | Path) -> None:
+    """Fail now, in one line, if OUT cannot hold a run: OUT (or a folder above it) is a file, or
+    OUT holds an unreadable manifest.json. Commands call this before loading any model, and it
+    creates nothing, so a bad --out costs a second and leaves no trace."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.is_dir():
+            break
+        if path.exists() or path.is_symlink():  # a file, or a dangling link, where a folder must be
+            where = "is a file" if path == out else f"cannot be created: {path} is a file"
+            raise UserError(f"{out}: {where}; --out must be a directory")
+    RunDirectory(out, "", {}).previous()  # the kind does not matter for reading
+
+
 class RunDirectory:
     """OUT, claimed by one run of `kind`.
 
@@ -63,8 +77,8 @@ class RunDirectory:
             return None
         try:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raise UserError(f"{self.manifest_path}: unreadable manifest; use a new --out (or delete it)") from None
+        except (OSError, ValueError):  # ValueError: invalid JSON or not UTF-8
+            manifest = None
         if not isinstance(manifest, dict):
             raise UserError(f"{self.manifest_path}: unreadable manifest; use a new --out (or delete it)")
         return manifest
@@ -101,7 +115,9 @@ class RunDirectory:
                                   f"{shown}; use a new --out (or delete it) to start over"))
 
     def check_kind(self) -> dict[str, Any] | None:
-        """Refuse OUT when it holds another kind of run; return its manifest (None if none)."""
+        """Refuse OUT when it cannot hold a run (`check_out_dir`) or holds another kind of run;
+        return its manifest (None if none)."""
+        check_out_dir(self.out)
         previous = self.previous()
         found = manifest_kind(previous) if previous is not None else None
         if previous is None:

@@ -62,10 +62,12 @@ def load_stage(name: str) -> tuple[Callable[..., dict[str, Any]], type]:
 def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = None,
               columns: dict[str, str] | None = None, split: str = "train", config_file: str | None = None,
               overrides: list[str] | None = None, decontaminate: list[str] | None = None,
+              no_decontaminate: bool = False, sources: dict[str, str | None] | None = None,
               values: dict[str, Any] | None = None, where: str = "config") -> dict[str, Any]:
     """Resolve a stage and its config, check the model specs, load the problems and run it:
     what `llm-teach generate` and pipeline steps both do. Config priority: `values` < YAML
-    `config_file` < `decontaminate` files < `--set` `overrides`."""
+    `config_file` < `decontaminate` files, `no_decontaminate` and `sources` (more problem sources of a
+    stage, e.g. ARTE's `--probe`: config keys of the same name) < `--set` `overrides`."""
     import dataclasses
 
     from llm_teach import config as config_loader
@@ -75,15 +77,24 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
 
     function, config_cls = load_stage(stage)
     flags: dict[str, Any] = {}
-    if decontaminate:
-        if "decontamination" not in {f.name for f in dataclasses.fields(config_cls)}:
-            raise UserError(f"stage '{stage}' generates no new problems: decontamination files do not apply")
-        flags["decontamination"] = {"paths": list(decontaminate)}
-    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags, where=where)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if decontaminate or no_decontaminate:
+        if "decontamination" not in fields:
+            raise UserError(f"stage '{stage}' generates no new problems: --decontaminate and --no-decontaminate "
+                            f"do not apply")
+        flags["decontamination"] = {**({"paths": list(decontaminate)} if decontaminate else {}),
+                                    **({"enabled": False} if no_decontaminate else {})}
+    for name, source in (sources or {}).items():
+        if source is not None:
+            if name not in fields:
+                raise UserError(f"stage '{stage}' takes no --{name}")
+            flags[name] = source
+    config = config_loader.load(config_cls, config_file, overrides, defaults=values, flags=flags, where=where,
+                                spelled={"decontamination": "--decontaminate"})
     for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
         if options.backend in ("hf", "vllm"):
             parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
-    RunDirectory(out, f"generate:{stage}", {}).check_kind()  # another command's OUT: refused before loading data
+    RunDirectory(out, f"generate:{stage}", {}).check_kind()  # a bad --out or another command's OUT: before loading data
     problems = load_problems(data, limit, split=split, columns=columns)
     return function(problems, models, config, out)
 

@@ -23,16 +23,23 @@ student learns from. Four steps:
    training path of stages and pipelines (in-process here; LoRA by default).
 4. Generate. The aligned teacher (a backend for the new checkpoint, made by `Models` with the
    teacher's options) brainstorms fresh questions from freshly sampled seeds and answers each
-   with the style-free rationale prompt; those become the SFT records (`sft.jsonl`).
+   with the style-free rationale prompt; a rationale is kept only when `final_resolves`
+   independent re-solves by the same teacher mostly give its answer (`arte_final`: the
+   questions are new, so there is no gold answer to grade against); those become the SFT
+   records (`sft.jsonl`).
 
 Generated questions are checked against evaluation sets (n-gram overlap) and for ROUGE-L
 near-duplicates of the input and of each other; the paper describes neither filter.
 
-Deviations from the paper, on purpose: the probe set is a seeded sample of the input problems
-(the paper picks 40 discriminative questions of a validation set with item response theory);
-quartiles are taken within each brainstorm prompt (the paper has one prompt per task, so the
+The probe set (`arte_probe`): candidates from `--probe SOURCE` or a held-out split of the input,
+the `probe_size` most discriminative kept -- those whose one-shot accuracy varies across candidate
+demonstrations (the paper picks 40 discriminative validation questions with item response
+theory; this is the same preference without fitting an IRT model). Their ids are in the manifest
+summary and `probe_selection.jsonl`.
+
+Deviations from the paper, on purpose: quartiles are taken within each brainstorm prompt (the paper has one prompt per task, so the
 two coincide there); one round of alignment. Outputs in OUT: `drafts.jsonl`, `probe.jsonl`,
-`dpo_pairs.jsonl`, `teacher_dpo/pairs-<hash>/` (the DPO run; its adapter or model directory is
+`probe_selection.jsonl`, `dpo_pairs.jsonl`, `teacher_dpo/pairs-<hash>/` (the DPO run; its adapter or model directory is
 the aligned teacher),
 `sft.jsonl`, `manifest.json`.
 
@@ -42,14 +49,13 @@ The prompts ARTE writes live in `arte_prompts`, the DPO pair building in `arte_p
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -58,7 +64,9 @@ from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.stages.arte_final import final_work
 from llm_teach.stages.arte_pairs import attach_scores, dpo_pairs
+from llm_teach.stages.arte_probe import probe_candidates, select_probe, split_probe  # noqa: F401
 from llm_teach.stages.arte_prompts import (Brainstorm, brainstorm_prompt, brainstorms, one_shot_prompt,
                                           rationale_prompt, style_template)
 from llm_teach.stages.parsing import parse_problem
@@ -76,8 +84,16 @@ class ARTEConfig:
     """Settings of the ARTE stage (paper defaults noted where the paper gives one)."""
 
     probe_size: int = option(
-        "Probe problems the student is scored on: a seeded sample of at most half the input (the rest are "
-        "seed questions). Paper: 40 discriminative validation questions chosen with IRT.", 8)
+        "Probe problems the student is scored on, the most discriminative of the candidates (arte_probe). "
+        "Paper: 40 discriminative validation questions chosen with IRT.", 8)
+    probe: str | None = option(
+        "Problem source of probe candidates (`--probe SOURCE`; a hub name gives its train split); None = a "
+        "held-out seeded split of the input, at most half of it (the rest are seed questions).", None)
+    probe_pool: int | None = option(
+        "Candidates taken from the input when `probe` is None (None = probe_size: no selection).", None)
+    probe_demos: int = option(
+        "Candidate demonstrations (seed problems with solutions) each probe candidate is tried under; the "
+        "candidates whose one-shot accuracy varies most across them are kept.", 4)
     seeds_per_prompt: int = option("Seed questions shown in each brainstorm prompt (paper: 3 examples).", 3)
     draft_prompts: int | None = option("Brainstorm prompts of the draft (None = each seed shown about once).", None)
     questions_per_prompt: int = option("Questions sampled per brainstorm prompt (quartiles are taken within one).", 4)
@@ -99,6 +115,10 @@ class ARTEConfig:
     final_prompts: int | None = option(
         "Brainstorm prompts of the final generation (None = as many as the draft).", None)
     require_answer: bool = option("Drop final rationales without an extractable final answer.", True)
+    final_resolves: int = option(
+        "Independent teacher re-solves of each final question; a rationale is kept only when more than half "
+        "of them give its answer (0 = no check; ours, the paper gives no rule).", 3)
+    resolve_temperature: float = option("Sampling temperature of the re-solves (they must be independent).", 0.7)
     near_duplicate_rouge_l: float = option(
         "Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's 0.7; the"
         " paper describes no such filter).", 0.7)
@@ -116,15 +136,17 @@ class ARTEConfig:
         "eval/boxed.jinja")
 
     def __post_init__(self) -> None:
-        if min(self.probe_size, self.seeds_per_prompt, self.questions_per_prompt) < 1:
-            raise ValueError("probe_size, seeds_per_prompt and questions_per_prompt must be at least 1")
+        check_fields(self, probe_size=">= 1", seeds_per_prompt=">= 1", draft_prompts=">= 1",
+                           questions_per_prompt=">= 1", question_temperature=">= 0", rationale_temperature=">= 0",
+                           top_p="(0, 1]", question_max_new_tokens=">= 1", max_new_tokens=">= 1",
+                           probe_max_new_tokens=">= 1", final_prompts=">= 1", near_duplicate_rouge_l="(0, 1]",
+                           chunk_size=">= 1", probe_demos=">= 1", final_resolves=">= 0")
+        if self.probe_pool is not None and self.probe_pool < self.probe_size:
+            raise FieldError("probe_pool", f"must be at least probe_size ({self.probe_size})")
         if not self.styles:
             raise ValueError("styles must name at least one rationale style")
         if len(set(self.styles)) != len(self.styles):
             raise ValueError("styles must not repeat")
-        for name in ("draft_prompts", "final_prompts"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (or null for the default)")
         for key in ("model", "data"):
             if key in self.dpo:
                 raise ValueError(f"dpo.{key} is set by the stage; remove it")
@@ -146,12 +168,16 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                            "problem_ids": ids_digest([p.id for p in problems])},
                    problems=problems)
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
-    probe, seeds = split_probe(problems, config.probe_size, run.seed)
+    candidates, seeds = probe_candidates(problems, config, run.seed)
+    teacher = run.backend(models.teacher_backend, "teacher")  # made on first use (see Metered)
+    student = run.backend(models.student_backend, "student")
+    selection = run.once("probe", lambda unit: select_probe(candidates, seeds, student, config, run.seed),
+                         depends_on=[[p.id for p in candidates], [p.id for p in seeds]]).records["selection"]
+    chosen = {r["id"] for r in selection if r["selected"]}
+    probe = [p for p in candidates if p.id in chosen]
     benchmark = grading_benchmark(probe[0].source)
     # Each unit copies this index of the input (built once) for its near-duplicate checks.
     pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])
-    teacher = run.backend(models.teacher_backend, "teacher")  # made on first use (see Metered)
-    student = run.backend(models.student_backend, "student")
 
     # 1. Draft questions and one rationale per style.
     n_draft = config.draft_prompts or math.ceil(len(seeds) / config.seeds_per_prompt)
@@ -190,9 +216,10 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
     return run.finish(
         {"drafts.jsonl": drafts, "probe.jsonl": [p.to_dict() for p in probe], "dpo_pairs.jsonl": pairs,
-         "sft.jsonl": sft},
+         "probe_selection.jsonl": selection, "sft.jsonl": sft},
         decontamination=decontam_report,
-        summary={"problems": len(problems), "probe": len(probe), "seeds": len(seeds), "draft_questions": len(drafts),
+        summary={"problems": len(problems), "probe": len(probe), "seeds": len(seeds),
+                 "probe_source": config.probe or "held-out split of --data", "probe_ids": [p.id for p in probe], "draft_questions": len(drafts),
                  "draft_rationales": len(pairs_to_score), "dpo_pairs": len(pairs),
                  "question_pairs": sum(p["level"] == "question" for p in pairs),
                  "rationale_pairs": sum(p["level"] == "rationale" for p in pairs),
@@ -201,14 +228,6 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  "aligned": aligned_rel is not None,
                  "aligned_teacher": aligned_rel,
                  "sft_records": len(sft)})
-
-
-def split_probe(problems: list[Problem], probe_size: int, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """(probe set, seed pool): a seeded sample of at most `probe_size` problems and at most half
-    the input for probing; the rest are the seed questions. Both keep input order."""
-    n = min(probe_size, max(1, len(problems) // 2))
-    chosen = set(random.Random(derive_seed(seed, "probe")).sample(range(len(problems)), n))
-    return ([p for i, p in enumerate(problems) if i in chosen], [p for i, p in enumerate(problems) if i not in chosen])
 
 
 # -- 1. draft -----------------------------------------------------------------------------------
@@ -339,21 +358,4 @@ def _final(unit: Unit, writer: Backend, decontam: Decontaminator, pool: NearDupl
            benchmark: str, config: ARTEConfig) -> Work:
     counts: Counter = Counter()
     questions = _questions(unit, writer, decontam, pool, config, counts, "final")
-    outs = writer.generate([rationale_prompt(q, config) for _, _, q in questions], 1,
-                           SamplingConfig(temperature=config.rationale_temperature, top_p=config.top_p,
-                                          max_new_tokens=config.max_new_tokens,
-                                          seed=derive_seed(unit.seed, "rationales"))) if questions else []
-    records = []
-    for (b, qid, question), row in zip(questions, outs):
-        rationale = row[0].completion
-        answer = extract_answer(rationale, benchmark)[0]
-        if answer is None and config.require_answer:
-            counts["rejected/no_answer"] += 1
-            continue
-        records.append({"id": qid, "messages": [
-            {"role": "user", "content": render(config.student_template, question=question)},
-            {"role": "assistant", "content": rationale}], "question": question, "answer": answer,
-            "prompt_id": b.id, "origin": "arte"})
-    counts["final/kept"] += len(records)
-    return Work(records={"sft": records}, counts=counts)
-
+    return final_work(questions, writer, benchmark, unit.seed, config, counts)

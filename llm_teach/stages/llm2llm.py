@@ -1,11 +1,12 @@
 """LLM2LLM, iterative error mining (Lee et al. 2024, arXiv:2403.15042).
 
-Each round r = 1..R:
+Each round r = 1..R (`rounds`, the number of AUGMENTATIONS; see "Rounds" below):
 
 1. train: SFT the student on the current data (from the base model each round, as the paper
    does, or continuing from the last round's model: `train_from`);
 2. evaluate the trained student on the SEED problems (only seeds: synthetic problems are never
-   re-augmented, as in the paper);
+   re-augmented, as in the paper), greedily or sampled (`eval_temperature`, `eval_top_p`;
+   the reference samples at T 0.7, top-p 0.9);
 3. augment: for every seed it got wrong, the teacher writes `new_per_wrong` new problems like
    it. The prompt shows the problem, its gold solution AND the student's wrong answer (the
    reference implementation formats the wrong answer into nothing), and asks for changed names
@@ -15,6 +16,21 @@ Each round r = 1..R:
    data we already have; and the teacher, re-solving it without the solution, must reach the
    same answer (graded, so "1,000" equals "1000");
 5. merge the survivors into the data.
+
+Rounds: the stage ends with augmented data, so `rounds: R` trains R times and augments R
+times, and the last training on `train.jsonl` is a separate `train sft` step (training R+1).
+The reference's `steps: N` (SqueezeAILab/LLM2LLM, GSM8K/generator_gsm.py) is N trainings and
+N-1 augmentations: set `rounds: N-1` and train once more (pipelines/llm2llm-gsm8k.yaml).
+
+Re-runs: an augment unit is keyed by the seed, the student's wrong completion and the round's
+model, so a re-run whose student answered differently (a grown `--limit` retrains on other
+data) writes new problems from the new mistakes instead of reusing ones made from old ones.
+
+Sources: rounds, seeds-only re-augmentation, 1 new problem per wrong seed, training from the
+base model each round, teacher T 1.0, ROUGE-L 0.95 near-duplicate filter and sampled seed
+evaluation follow the reference code; showing the student's wrong answer follows the paper
+(the reference formats it into nothing); the teacher's re-solution check, decontamination and
+graded answers are ours.
 
 Outputs in OUT: `train.jsonl` (SFT `{messages}` records of the final data), `problems.jsonl`
 (seeds + generated problems with their lineage in `meta`), `rounds.jsonl` (per round: seed
@@ -31,7 +47,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, BackendOptions, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.jsonl import read_jsonl, write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -50,7 +66,10 @@ _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?
 class LLM2LLMConfig:
     """Settings of the LLM2LLM stage (defaults follow the paper/reference code where CPU allows)."""
 
-    rounds: int = option("R: train -> evaluate -> augment iterations (paper: up to 10 on GSM8K).", 3)
+    rounds: int = option(
+        "R: train -> evaluate -> augment iterations, i.e. R trainings and R augmentations; the final training "
+        "on train.jsonl is a separate step (R+1 trainings in all). The reference's `steps: N` (N trainings, "
+        "N-1 augmentations; paper: 10 on GSM8K) is rounds N-1.", 3)
     new_per_wrong: int = option("New problems the teacher writes per wrong seed per round (reference: 1).", 1)
     train_from: Literal["base", "previous"] = option(
         "Each round trains the base student (paper) or continues from the previous round's model.", "base")
@@ -63,6 +82,9 @@ class LLM2LLMConfig:
     eval_template: str = option(
         "Template: the prompt the student is evaluated with (and trained on).", "eval/boxed.jinja")
     eval_max_new_tokens: int = option("Token budget of the student's answers on the seeds.", 256)
+    eval_temperature: float = option(
+        "Sampling temperature of the student's answers on the seeds; 0 = greedy (reference: 0.7).", 0.0)
+    eval_top_p: float = option("Nucleus sampling of the student's answers on the seeds (reference: 0.9).", 1.0)
     augment_template: str = option(
         "Template: the teacher writes a new problem from a wrong seed.", "llm2llm/augment.jinja")
     solve_template: str = option("Template: the teacher re-solves a new problem.", "llm2llm/solve.jinja")
@@ -76,8 +98,10 @@ class LLM2LLMConfig:
     seed: int = option("Base seed of every sampling call.", 0)
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.new_per_wrong < 1:
-            raise ValueError("rounds and new_per_wrong must be at least 1")
+        check_fields(self, rounds=">= 1", new_per_wrong=">= 1", eval_max_new_tokens=">= 1", eval_temperature=">= 0",
+                           eval_top_p="(0, 1]",
+                           teacher_temperature=">= 0", teacher_max_new_tokens=">= 1", solve_max_new_tokens=">= 1",
+                           near_duplicate_rouge_l="(0, 1]", chunk_size=">= 1")
         for key in ("model", "data"):
             if key in self.train:
                 raise ValueError(f"train.{key} is set by the stage; remove it")
@@ -121,7 +145,7 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
         seen = NearDuplicates(config.near_duplicate_rouge_l, pool)  # the round's data, indexed once; units copy it
         works = run.map(f"round{r}/augment", wrong, config.chunk_size,
                         lambda unit: _augment(unit, teacher, seen, decontam, benchmark, r, config),
-                        key=lambda pair: pair[0].id)
+                        key=lambda pair: augment_key(pair[0].id, pair[1]["completion"], model))
         merged = run.once(f"round{r}/merge", lambda unit: _merge(works, seen),
                           depends_on=[pool, [w.records for w in works]])
         data += merged.records["added"]
@@ -153,6 +177,12 @@ def sft_record(problem: Problem, config: LLM2LLMConfig) -> dict[str, Any]:
     ]}
 
 
+def augment_key(seed_id: str, completion: str, model: str) -> str:
+    """What an augment unit's new problems are computed from: the seed, the student's wrong
+    completion shown to the teacher, and the model that wrote it."""
+    return f"{seed_id}|{content_hash([completion, model])}"
+
+
 def parse_generated(text: str) -> tuple[str, str] | None:
     """`(question, solution)` from the teacher's "Question: ... Solution: ..." reply."""
     m = _FORMAT.search(text)
@@ -182,6 +212,7 @@ def _evaluate(run: StageRun, models: Models, model: str, seeds: list[Problem], b
         options = BackendOptions(backend="hf", dtype=options.dtype)
     student = run.backend(lambda: models.backend(model, options), "student")
     cfg = EvalConfig(benchmark=benchmark, max_new_tokens=config.eval_max_new_tokens, template=config.eval_template,
+                     temperature=config.eval_temperature, top_p=config.eval_top_p,
                      seed=derive_seed(config.seed, f"round{r}/eval"))
     summary = evaluate(student, seeds, cfg, eval_dir)
     models.release(model, options)

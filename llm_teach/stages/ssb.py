@@ -4,8 +4,12 @@ The model is its own teacher, seen in two contexts. For each problem:
 
 1. K rollouts from the model on the bare problem; each is graded against the gold answer.
 2. Problems where every rollout is right, or every one wrong, teach nothing and are dropped.
+   So is a problem whose wrong rollouts have no extractable answer (truncated or unboxed):
+   there is no mistake to show, only a formatting failure (counted as
+   `rejected/no_answered_mistake`).
 3. From the rest: one correct rollout, and a rollout with the MOST COMMON wrong answer
-   (wrong answers grouped by `answer_key`, so "1,000" and "1000.0" are one mistake).
+   (wrong answers grouped by verified equivalence, `answer_groups`, so "1,000" and "1000.0",
+   `\\sqrt2` and `\\sqrt{2}` are one mistake).
 4. The model, given the problem plus both responses labelled correct / wrong, writes a
    standalone explanation ending in `\\boxed{}`; it is kept only if GRADED correct (never
    by string equality with the gold answer).
@@ -13,6 +17,20 @@ The model is its own teacher, seen in two contexts. For each problem:
    stored (`data.logit_store`), and a distill record is written whose `prompt` is the
    student's view: the bare problem as chat messages, so the trainer applies the chat
    template (the reference code trains the student on the raw question without it).
+
+Which source each rule follows -- the reference code (purbeshmitra/semantic-soft-bootstrapping,
+`logit_gen.py`) unless marked:
+- K = 4 rollouts, sampled (reference: T 0.8, top-k 50; `rollout_temperature`, our default 0.7;
+  top-k sampling is not a backend option here, `top_p` is).
+- Keep a problem only with at least one correct and one ANSWERED wrong rollout (reference:
+  wrong = a boxed answer that is not the gold one; a rollout without one is neither).
+- The most common wrong answer (reference: `Counter.most_common`, a random one among unique
+  answers; here the first seen, so a run is reproducible).
+- Explanations sampled at T 0.4 in the reference; `explain_temperature` (our default 0 =
+  greedy, the recipe sets 0.4), kept only when correct (reference: boxed answer == gold;
+  here graded, see step 4).
+- Teacher logits over the explanation in the hinted context, the student trained from the
+  bare question (reference); top-k instead of the full vocabulary (ours: `top_k`).
 
 `train --method distill` then makes the student match those log-probs from the bare problem.
 By default teacher and student are the same model; with a separate teacher, `rollouts_from`
@@ -30,10 +48,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_teach.backends import Backend, SamplingConfig
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.data.logit_store import append_scored, open_writer
 from llm_teach.data.problems import Problem, grading_benchmark
-from llm_teach.grading import answer_key, grade
+from llm_teach.grading import grade
+from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed, ids_digest
 from llm_teach.runs.stage_run import StageRun, Unit, Work
@@ -45,14 +64,16 @@ class SSBConfig:
     """Settings of the SSB stage (defaults follow the paper where it gives one)."""
 
     rollouts: int = option("K: rollouts per problem (paper: 4).", 4)
-    rollout_temperature: float = option("Sampling temperature of the rollouts (they must differ).", 0.7)
+    rollout_temperature: float = option(
+        "Sampling temperature of the rollouts (they must differ; reference code: 0.8 with top-k 50).", 0.7)
     top_p: float = option("Nucleus sampling for rollouts and explanations.", 1.0)
     max_new_tokens: int = option("Token budget of each rollout.", 512)
     rollouts_from: Literal["student", "teacher"] = option(
         "Whose rollouts are mined for mistakes: the student's or the teacher's.", "student")
     explanations: int = option("Explanation attempts per kept problem; the first graded correct is used.", 1)
     explain_temperature: float = option(
-        "Sampling temperature of explanations; 0 = greedy (a single attempt should be the careful one).", 0.0)
+        "Sampling temperature of explanations; 0 = greedy (a single attempt should be the careful one; the "
+        "reference code samples at 0.4).", 0.0)
     explain_max_new_tokens: int = option("Token budget of the explanation (the distillation target).", 768)
     top_k: int = option("Teacher log-probs stored per completion token (the distill target's support).", 20)
     logits_dtype: Literal["float16", "float32"] = option("Storage precision of the top-k log-probs.", "float16")
@@ -62,10 +83,10 @@ class SSBConfig:
     explain_template: str = option("Template: the hinted prompt with correct and wrong responses.", "ssb/explain.jinja")
 
     def __post_init__(self) -> None:
-        if self.rollouts < 2:
-            raise ValueError("rollouts must be at least 2 (one right and one wrong are needed)")
-        if self.explanations < 1 or self.top_k < 1:
-            raise ValueError("explanations and top_k must be at least 1")
+        # rollouts >= 2: one right and one wrong are needed.
+        check_fields(self, rollouts=">= 2", rollout_temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1",
+                           explanations=">= 1", explain_temperature=">= 0", explain_max_new_tokens=">= 1",
+                           top_k=">= 1", chunk_size=">= 1")
 
 
 def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict[str, Any]:
@@ -77,7 +98,7 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
                    problems=problems)
     teacher = run.backend(models.teacher_backend, "teacher")
     roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend, "student")
-    store = LogitSink(out / "logits", config, teacher.model)
+    store = LogitSink(out / "logits", config, models.teacher)  # the spec: naming the store loads no model
     try:
         results = run.map("ssb", problems, config.chunk_size, lambda unit: _work(unit, roller, teacher, store, config))
     finally:
@@ -87,6 +108,8 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
     kept = len(records)
     return run.finish({"records.jsonl": records, "rollouts.jsonl": rollouts},
                       summary={"problems": len(problems), "kept": kept,
+                               "skipped_no_answered_mistake": sum(
+                                   w.counts.get("rejected/no_answered_mistake", 0) for w in results),
                                "kept_fraction": kept / len(problems) if problems else 0.0,
                                "logits": str(out / "logits")})
 
@@ -104,33 +127,45 @@ def explain_prompt(problem: Problem, correct: str, wrong: str, wrong_answer: str
 
 def pick_pair(completions: list[str], grades: list) -> tuple[int, int] | None:
     """(index of a correct rollout, index of a rollout with the most common wrong answer), or
-    None when the rollouts are all right or all wrong. Ties go to the answer seen first; a
-    rollout with no extractable answer counts as wrong, but an answered mistake is preferred
-    (a missing answer is a formatting failure, not a mistake worth explaining)."""
+    None when no rollout is right or no rollout gives a wrong ANSWER (a rollout without an
+    extractable answer is a formatting failure, not a mistake worth explaining; the reference
+    skips such problems). Ties go to the answer seen first."""
     correct = [i for i, g in enumerate(grades) if g.correct]
-    wrong = [i for i, g in enumerate(grades) if not g.correct]
-    if not correct or not wrong:
+    answered = [i for i, g in enumerate(grades) if not g.correct and g.extracted is not None]
+    if not correct or not answered:
         return None
-    answered = [i for i in wrong if grades[i].extracted is not None]
-    if not answered:
-        return correct[0], wrong[0]
     keys = {i: grades[i].key for i in answered}
     votes = Counter(keys.values())
     top = max(votes.values())
     return correct[0], next(i for i in answered if votes[keys[i]] == top)
 
 
+def _unpaired_reason(grades: list) -> str:
+    """Why `pick_pair` found no pair: every rollout right, none right, or no wrong answer given."""
+    if all(g.correct for g in grades):
+        return "all_correct"
+    if not any(g.correct for g in grades):
+        return "all_wrong"
+    return "no_answered_mistake"
+
+
 @dataclass(frozen=True)
 class _Graded:
     correct: bool
     extracted: str | None
-    key: str | None
+    key: str | None  # equal keys: equivalent answers (the rollouts' `answer_groups` index)
 
 
 def _grade(problem: Problem, completion: str) -> _Graded:
-    benchmark = grading_benchmark(problem.source)
-    g = grade(completion, problem.answer, benchmark, problem.meta)
-    return _Graded(g.correct, g.extracted, answer_key(g.extracted, benchmark) if g.extracted is not None else None)
+    g = grade(completion, problem.answer, grading_benchmark(problem.source), problem.meta)
+    return _Graded(g.correct, g.extracted, None)
+
+
+def _grade_rollouts(problem: Problem, completions: list[str]) -> list[_Graded]:
+    """Each rollout graded, keyed by its group of equivalent answers."""
+    grades = [_grade(problem, c) for c in completions]
+    groups = answer_groups([g.extracted for g in grades], grading_benchmark(problem.source), problem.meta)
+    return [_Graded(g.correct, g.extracted, None if k is None else str(k)) for g, k in zip(grades, groups)]
 
 
 def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", config: SSBConfig) -> Work:
@@ -142,7 +177,7 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
     rollout_records, chosen = [], []
     for problem, gens in zip(problems, rollouts):
         completions = [g.completion for g in gens]
-        grades = [_grade(problem, c) for c in completions]
+        grades = _grade_rollouts(problem, completions)
         counts["rollouts/correct"] += sum(g.correct for g in grades)
         counts["rollouts/wrong"] += sum(not g.correct for g in grades)
         pair = pick_pair(completions, grades)
@@ -150,11 +185,11 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
                                 "answers": [g.extracted for g in grades], "correct": [g.correct for g in grades],
                                 "picked": list(pair) if pair else None})
         if pair is None:
-            counts["rejected/all_correct" if grades[0].correct else "rejected/all_wrong"] += 1
+            counts[f"rejected/{_unpaired_reason(grades)}"] += 1
             continue
         ci, wi = pair
-        wrong_answer = grades[wi].extracted if grades[wi].extracted is not None else "(no final answer)"
-        chosen.append((problem, explain_prompt(problem, completions[ci], completions[wi], wrong_answer, config)))
+        chosen.append((problem, explain_prompt(problem, completions[ci], completions[wi], grades[wi].extracted,
+                                               config)))
 
     records = []
     if chosen:

@@ -1,9 +1,10 @@
 """STAT-Syn: the teacher writes new problems for each missing skill and keeps the ones it can
 solve consistently.
 
-Problems are written from reference problems (difficult problems missing the skill first),
+Problems are written from reference problems of the training pool (labelled with the skill
+first, as the STAT README retrieves "3 questions from the MATH training set" per missing skill),
 checked against evaluation sets and for near-duplicates, solved `syn_solutions` times, and kept
-only when at least `syn_min_agree` answers agree (grouped by `answer_key`), with only the
+only when at least `syn_min_agree` answers agree (grouped by verified equivalence, `answer_groups`), with only the
 agreeing solutions.
 """
 
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.data.decontam import Decontaminator, NearDuplicates, admit, drop_near_duplicates
 from llm_teach.data.problems import Problem, grading_benchmark
-from llm_teach.grading import answer_key, extract_answer, majority_vote
+from llm_teach.grading import extract_answer
+from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed
 from llm_teach.runs.stage_run import StageRun, Unit, Work, records
@@ -40,20 +42,19 @@ class SynTask:
 
 
 def syn_tasks(profile: dict[str, int], total: int, problems: list[Problem], labels: list[dict[str, Any]],
-              missing: list[dict[str, Any]], n_refs: int, seed: int) -> list[SynTask]:
-    """The problems to write, fixed before any is written. References for a skill come first
-    from difficult problems missing it, then from problems labelled with it, then from any
-    problem (seeded per task, so each task sees its own examples)."""
+              n_refs: int, seed: int) -> list[SynTask]:
+    """The problems to write, fixed before any is written. References for a skill come from
+    the pool's problems labelled with it, then from any pool problem (seeded per task, so each
+    task sees its own examples); never from the diagnosis set."""
     by_id = {p.id: p for p in problems}
     tasks = []
     for skill, quota in allocate(profile, total).items():
-        lacking = [m["id"] for m in missing if skill in m["missing"]]
-        labelled = [r["id"] for r in labels if skill in r["skills"] and r["id"] not in lacking]
-        rest = [p.id for p in problems if p.id not in lacking and p.id not in labelled]
+        labelled = [r["id"] for r in labels if skill in r["skills"] and r["id"] in by_id]
+        rest = [p.id for p in problems if p.id not in set(labelled)]
         for index in range(quota):
             rng = random.Random(derive_seed(seed, f"syn-refs/{skill}/{index}"))
             refs: list[str] = []
-            for tier in (lacking, labelled, rest):
+            for tier in (labelled, rest):
                 room = n_refs - len(refs)
                 if room > 0:
                     refs += rng.sample(tier, min(room, len(tier)))
@@ -62,14 +63,16 @@ def syn_tasks(profile: dict[str, int], total: int, problems: list[Problem], labe
     return tasks
 
 
-def syn_records(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], missing: list[dict[str, Any]],
-                profile: dict[str, int], teacher: Backend, decontam: Decontaminator,
-                config: STATConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """STAT-Syn's `(SFT records, written problems)`: one SFT record per agreeing solution."""
+def syn_records(run: StageRun, problems: list[Problem], labels: list[dict[str, Any]], profile: dict[str, int],
+                teacher: Backend, decontam: Decontaminator, config: STATConfig,
+                seen: list[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """STAT-Syn's `(SFT records, written problems)`: one SFT record per agreeing solution.
+    `problems` is the training pool; written problems must not near-duplicate it nor `seen`
+    (the diagnosis set's questions)."""
     by_id = {p.id: p for p in problems}
-    tasks = syn_tasks(profile, data_size(config.syn_size, problems), problems, labels, missing,
-                      config.syn_references, run.seed)
-    pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems])  # copied per unit
+    tasks = syn_tasks(profile, data_size(config.syn_size, problems), problems, labels, config.syn_references,
+                      run.seed)
+    pool = NearDuplicates(config.near_duplicate_rouge_l, [p.question for p in problems] + (seen or []))  # per unit a copy
     works = run.map("syn", tasks, config.chunk_size,
                     lambda unit: _write_and_solve(unit, by_id, pool, teacher, decontam, config),
                     key=lambda t: f"{t.id}|{t.skill}|{','.join(t.references)}")
@@ -135,14 +138,18 @@ def _write_and_solve(unit: Unit, by_id: dict[str, Problem], pool: NearDuplicates
 
 def agreeing_solutions(completions: list[str], benchmark: str, min_agree: int) -> tuple[str | None, list[str]]:
     """(the majority answer, the solutions giving it) when at least `min_agree` solutions agree
-    (grouped by `answer_key`; ties to the answer seen first), else (None, [])."""
+    (grouped by verified equivalence, `answer_groups`; ties to the answer seen first), else
+    (None, [])."""
     answers = [extract_answer(c, benchmark)[0] for c in completions]
-    index, votes = majority_vote(answers, benchmark)
-    if index is None or votes < min_agree:
+    groups = answer_groups(answers, benchmark)
+    votes = Counter(g for g in groups if g is not None)
+    if not votes:
         return None, []
-    winner = answer_key(answers[index], benchmark)
-    return answers[index], [c for c, a in zip(completions, answers)
-                            if a is not None and answer_key(a, benchmark) == winner]
+    top = max(votes.values())
+    winner = next(g for g in groups if g is not None and votes[g] == top)
+    if top < min_agree:
+        return None, []
+    return answers[winner], [c for c, g in zip(completions, groups) if g == winner]
 
 
 def _slug(name: str) -> str:

@@ -61,13 +61,17 @@ def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool 
 
     A finished run in `out` with the same method and config is returned as is. Existing
     checkpoints are continued with `resume=True` (same step count and data order as an
-    uninterrupted run) and are an error otherwise. `callbacks` are extra
+    uninterrupted run), or without it when they are an interrupted run of the same config and
+    data; other checkpoints are an error. `callbacks` are extra
     `transformers.TrainerCallback`s (tests use one to crash a run mid-way).
     """
     from llm_teach.trainers import lifecycle
 
+    from llm_teach.runs.directory import check_out_dir
+
     cfg = make_config(method, values)
     out = Path(out)
+    check_out_dir(out)  # a file in the way, or an unreadable manifest: one line, before any model loads
     inputs = lifecycle.source_info(cfg.data)  # hashes the data file: once, for plan_run and the manifest
     action, checkpoint = lifecycle.plan_run(out, method, cfg.to_dict(), resume, inputs)
     if action == "done":

@@ -23,9 +23,10 @@ Alignment (the classic bug is shifting twice): everything is in the COMPLETION f
 completion token j of a row with a P-token prompt, the student's prediction is the hidden state
 at position P-1+j (gathered, not shifted), the target is input_ids[P+j], and the teacher tensors
 at j are the teacher's distribution for that same token (stored per completion token, or
-gathered at teacher position P_t-1+j). `losses.distill.ChunkedDistillLoss` never shifts, and
-computes the lm-head `chunk_size` positions at a time, so [B, T, V] student logits never exist
-at once.
+gathered at teacher position P_t-1+j). `losses.tiled.TiledDistillLoss` never shifts; it drops
+the masked positions, flattens the batch's completion rows and projects BOTH models' hidden
+states through their lm-heads one tile of rows at a time, so neither model's [B, C, V] logits
+(nor the online teacher's log-softmax) ever exist at once.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ import torch
 from transformers import Trainer
 
 from llm_teach.backends.base import encode_prompt
-from llm_teach.data.logit_store import PAD_LOGPROB, TopKLogitStore, append_scored, open_writer
+from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_writer
 from llm_teach.errors import UserError
-from llm_teach.config import option
-from llm_teach.trainers.records import is_records_file, read_records, require
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
+from llm_teach.trainers.records import is_records_file, read_records, require
 from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
-from llm_teach.trainers.losses.distill import ChunkedDistillLoss, Divergence
+from llm_teach.trainers.losses.distill import Divergence
+from llm_teach.trainers.losses.tiled import TiledDistillLoss
 
 Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records` returns them
 
@@ -75,14 +77,15 @@ class DistillConfig(TrainConfig):
     lambda_ce: float = option("Weight of the cross-entropy on the completion tokens (0 = pure KD).", 0.0)
     student_renorm: bool = option("Top-k teacher: renormalize the student on the teacher's top-k too (needed "
                                  "for reverse KL against a top-k teacher; ignores off-support mass).", False)
-    chunk_size: int = option("Completion positions per lm-head chunk of the loss.", 256)
+    chunk_size: int = option("Completion rows (the batch's valid positions, flattened) per lm-head tile of the "
+                            "loss; 0 = sized by the vocabulary (2^24 logits per tile).", 0)
     max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
                             "tail is cut).", 1024)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.teacher_top_k < 0 or self.chunk_size < 1 or self.temperature <= 0:
-            raise ValueError("teacher_top_k must be >= 0, chunk_size >= 1 and temperature > 0")
+        check_fields(self, teacher_top_k=">= 0", jsd_beta="[0, 1]", temperature="> 0", lambda_kd=">= 0",
+                           lambda_ce=">= 0", chunk_size=">= 0", max_length=">= 1")
         if self.teacher_backend == "openai" and self.teacher and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
         check_teacher_url(self)
@@ -263,15 +266,13 @@ class DistillTrainer(Trainer):
     """`transformers.Trainer` with the distillation loss (see module docstring).
 
     Args:
-        loss: the `ChunkedDistillLoss` to minimize.
+        loss: the `TiledDistillLoss` to minimize (its `teacher_top_k` applies to the online teacher).
         teacher: online teacher model (None when batches carry a stored top-k).
-        teacher_top_k: online teacher: 0 = full vocabulary, k = its top-k.
     """
 
-    def __init__(self, *args, loss: ChunkedDistillLoss, teacher=None, teacher_top_k: int = 0, **kwargs):
+    def __init__(self, *args, loss: TiledDistillLoss, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.distill_loss = loss
-        self.teacher_top_k = teacher_top_k
         # Our loss is already a mean over the micro-batch: let the Trainer divide it by the
         # accumulation steps (it skips that for models whose forward takes loss kwargs).
         self.model_accepts_loss_kwargs = False
@@ -283,8 +284,7 @@ class DistillTrainer(Trainer):
         student = self.accelerator.unwrap_model(model)
         # The lm-head MODULE, not its weight: under ZeRO-3 the weight is gathered only in its forward.
         result = self.distill_loss(hidden, student.get_output_embeddings(), inputs["completion_mask"],
-                                   inputs["targets"], **self.teacher_targets(inputs, student.config.get_text_config()
-                                                                             .vocab_size))
+                                   inputs["targets"], **self.teacher_inputs(inputs))
         stats = self.accelerator.reduce(torch.stack([result.kd * result.num_tokens, result.ce * result.num_tokens,
                                                      result.num_tokens]).detach(), "sum")
         kd, ce, tokens = torch.cat([stats[:2] / stats[2].clamp(min=1.0), stats[2:]]).tolist()  # one device sync
@@ -294,22 +294,18 @@ class DistillTrainer(Trainer):
         return (result.loss, None) if return_outputs else result.loss
 
     @torch.no_grad()
-    def teacher_targets(self, inputs, vocab: int) -> dict[str, torch.Tensor]:
-        """The teacher side of the loss: the stored top-k, or the online teacher's distribution at
-        the same completion tokens (full logits cut/padded to the student's vocabulary, or top-k)."""
+    def teacher_inputs(self, inputs) -> dict[str, Any]:
+        """The teacher side of the loss: the stored top-k, or the online teacher's final hidden
+        states at the same completion tokens and its lm-head module (the loss projects them a
+        tile at a time, cuts/pads them to the student's vocabulary and takes the top-k if asked;
+        the module, not its weight, so ZeRO-3 gathers it in its own forward)."""
         if "teacher_topk_ids" in inputs:
             return {"teacher_topk_ids": inputs["teacher_topk_ids"],
                     "teacher_topk_logprobs": inputs["teacher_topk_logprobs"]}
         hidden = completion_hidden(self.teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
                                    inputs["teacher_positions"])
-        logits = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()(hidden).float()
-        logits = logits[..., :vocab]
-        if logits.size(-1) < vocab:  # a smaller padded teacher vocabulary: the rest is impossible
-            logits = torch.nn.functional.pad(logits, (0, vocab - logits.size(-1)), value=PAD_LOGPROB)
-        if not self.teacher_top_k:
-            return {"teacher_logits": logits}
-        values, ids = logits.log_softmax(-1).topk(self.teacher_top_k, dim=-1)
-        return {"teacher_topk_ids": ids, "teacher_topk_logprobs": values}
+        return {"teacher_hidden": hidden,
+                "teacher_head": self.accelerator.unwrap_model(self.teacher).get_output_embeddings()}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for key, values in self._metrics.items():
@@ -334,9 +330,9 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     student = load_student(cfg)
     rows = build_rows(cfg, records, mode, tokenizer, student.config.get_text_config().vocab_size)
     teacher = make_teacher(cfg, tokenizer) if mode == "online" else None
-    loss = ChunkedDistillLoss(chunk_size=cfg.chunk_size, divergence=cfg.divergence, jsd_beta=cfg.jsd_beta,
-                              temperature=cfg.temperature, lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce,
-                              student_renorm=cfg.student_renorm)
+    loss = TiledDistillLoss(tile_rows=cfg.chunk_size or None, teacher_top_k=cfg.teacher_top_k,
+                            divergence=cfg.divergence, jsd_beta=cfg.jsd_beta, temperature=cfg.temperature,
+                            lambda_kd=cfg.lambda_kd, lambda_ce=cfg.lambda_ce, student_renorm=cfg.student_renorm)
     model = student
     if cfg.lora_r:
         from peft import get_peft_model, prepare_model_for_kbit_training
@@ -346,7 +342,7 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
         model = get_peft_model(student, lora_config(cfg))
     return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                           data_collator=DistillCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                          callbacks=callbacks, loss=loss, teacher=teacher, teacher_top_k=cfg.teacher_top_k)
+                          callbacks=callbacks, loss=loss, teacher=teacher)
 
 
 def _score_with_backend(cfg: DistillConfig, out: Path, records: Records, tokenizer) -> tuple[DistillConfig, Records]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.errors import UserError
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student
 from llm_teach.trainers.records import as_messages, is_records_file, read_records, require
 from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, trl_kwargs
@@ -32,6 +32,10 @@ class DPOConfig(TrainConfig):
     max_length: int = option("Truncate prompt+response to this many tokens.", 1024)
     chat: bool = option("Wrap plain-text prompt/responses as user/assistant turns (the format evaluation uses).",
                        True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, beta="> 0", label_smoothing="[0, 0.5]", max_length=">= 1")
 
 
 def build_dataset(cfg: DPOConfig) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student
 from llm_teach.trainers.records import load_training_problems, problem_prompt
 from llm_teach.trainers.train_config import TrainConfig, lora_config, make_args, trl_kwargs
@@ -41,8 +41,9 @@ class GRPOConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_generations < 2:
-            raise ValueError("'num_generations' must be at least 2 (GRPO compares completions within a group)")
+        # num_generations >= 2: GRPO compares completions within a group.
+        check_fields(self, num_generations=">= 2", max_completion_length=">= 1", temperature="> 0", top_p="(0, 1]",
+                           beta=">= 0", epsilon="> 0", num_iterations=">= 1", format_reward=">= 0")
 
 
 def completion_text(completion: Any) -> str:

@@ -37,7 +37,7 @@ import torch
 import trl
 
 from llm_teach.errors import UserError
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
@@ -72,6 +72,7 @@ class KDRLConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_fields(self, teacher_batch_size=">= 1", kd_beta=">= 0", kd_beta_min=">= 0", kd_beta_delta=">= 0")
         if not self.teacher:
             raise ValueError("kdrl needs a teacher (--teacher SPEC)")
         if self.teacher_backend == "openai" and not self.teacher_base_url:

@@ -71,13 +71,16 @@ def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
     config or data (file hash) over checkpoints or a final model, is refused naming the changed
     keys -- finished or interrupted alike, since resuming old checkpoints under new settings would
     give a model that no manifest describes. A run that left nothing but its manifest starts over.
-    Then a finished same run is not redone, and existing checkpoints of the same run need
-    `--resume`. An unreadable manifest is a one-line error. `inputs`: `source_info(config["data"])`.
+    Then a finished same run is not redone, and an interrupted one (Ctrl-C, a kill) resumes from
+    its last checkpoint, as with `resume`. An unreadable manifest is a one-line error.
+    `inputs`: `source_info(config["data"])`.
     """
     manifest = run_directory(out, method, config, inputs).claim()
     if manifest and manifest.get("status") == "complete":
         return "done", None
     checkpoints = checkpoint_dirs(out)
+    if checkpoints and manifest and manifest.get("status") == "running":
+        resume = True  # the same run (claim checked), interrupted: re-running the same command continues it
     if checkpoints and not resume:
         raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
                         "pass --resume to continue it, or choose another --out")
@@ -150,6 +153,7 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     acc = trainer.accelerator
     metrics = MetricsLog(out / "metrics.jsonl", _checkpoint_step(checkpoint))
     trainer.add_callback(metrics.callback())
+    trainer.add_callback(_umask_callback())
     world = acc.num_processes
     inputs = source_info(cfg.data) if inputs is None else inputs
     config = cfg.to_dict()
@@ -172,6 +176,21 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     return path
 
 
+def _umask_callback():
+    """A callback giving each checkpoint's files the user's umask (see `follow_umask`)."""
+    from transformers import TrainerCallback
+
+    from llm_teach.data.jsonl import follow_umask
+
+    class _Callback(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.is_dir():
+                follow_umask(checkpoint)
+
+    return _Callback()
+
+
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return None if checkpoint is None else int(checkpoint.name.split("-")[-1])
 
@@ -181,6 +200,8 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
 
     Written to a temporary directory then renamed, so OUT/model is never half a model.
     """
+    from llm_teach.data.jsonl import follow_umask
+
     acc = trainer.accelerator
     unwrapped = acc.unwrap_model(trainer.model)
     if hasattr(unwrapped, "config"):
@@ -196,10 +217,12 @@ def save_final(trainer, cfg: TrainConfig, out: Path) -> Path:
         if cfg.lora_r:
             # The adapter config records the base as a local cache path; keep the portable spec too.
             (tmp / "llm_teach_base.json").write_text(json.dumps({"spec": cfg.model}) + "\n")
+        follow_umask(tmp)
         _replace(tmp, out / name)
         if cfg.lora_r and cfg.merge:
             merged = out / ".model.partial"
             merge_adapter(out / "adapter", merged)
+            follow_umask(merged)
             _replace(merged, out / "model")
     acc.wait_for_everyone()
     return final_model_dir(out)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llm_teach.data.jsonl import iter_jsonl
+from llm_teach.data.jsonl import iter_jsonl, read_text
 from llm_teach.errors import UserError
 from llm_teach.trainers.train_config import TrainConfig
 
@@ -23,7 +23,7 @@ def read_records(source: str, limit: int | None) -> list[tuple[str, dict[str, An
         raise UserError(f"{path}: file not found")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

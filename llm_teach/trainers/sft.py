@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.errors import UserError
-from llm_teach.config import option
+from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student
 from llm_teach.trainers.records import (as_messages, is_records_file, load_training_problems, problem_prompt,
                                         read_records)
@@ -31,6 +31,10 @@ class SFTConfig(TrainConfig):
     chat: bool = option("Wrap plain-text prompts/completions as a user/assistant chat turn, so the model is "
                        "trained in the chat format evaluation prompts it with.", True)
     packing: bool = option("Pack several records per sequence (TRL packing).", False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, max_length=">= 1")
 
 
 def build_dataset(cfg: SFTConfig) -> list[dict[str, Any]]:

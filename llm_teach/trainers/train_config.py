@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from llm_teach.config import check_choices, option
+from llm_teach.config import FieldError, check_fields, option
 from llm_teach.errors import UserError
 from llm_teach.models import first_line
 
@@ -62,17 +62,20 @@ class TrainConfig:
                                   "torchrun/deepspeed instead of an accelerate DeepSpeed config.")
 
     def __post_init__(self) -> None:
-        check_choices(self)  # Literal fields, for configs built in Python rather than by config.build
+        # Choices and ranges (seed >= 0: numpy refuses negative seeds), for every way a config is built.
+        check_fields(self, limit=">= 1", num_train_epochs="> 0", learning_rate="> 0", warmup_steps=">= 0",
+                           weight_decay=">= 0", max_grad_norm=">= 0", per_device_train_batch_size=">= 1",
+                           gradient_accumulation_steps=">= 1", seed=">= 0", lora_r=">= 0", lora_alpha=">= 1",
+                           lora_dropout="[0, 1)", logging_steps=">= 1", save_steps=">= 1", save_total_limit=">= 1")
         if not self.model:
-            raise ValueError("'model' is required (the student model spec)")
+            raise FieldError("model", "is required (the student model spec)")
         if not self.data:
-            raise ValueError("'data' is required (a records file or Problem source)")
-        if self.lora_r < 0:
-            raise ValueError("'lora_r' must be >= 0")
+            raise FieldError("data", "is required (a records file or Problem source)")
         if (self.merge or self.qlora) and self.lora_r == 0:
             raise ValueError("'merge' and 'qlora' only apply with LoRA (lora_r > 0)")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError("'max_steps' must be a positive number of steps, or -1 for epochs")
+            raise FieldError("max_steps",
+                             f"must be a positive number of steps, or -1 for epochs (got {self.max_steps})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
