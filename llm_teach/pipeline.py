@@ -128,7 +128,6 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
     has `out`, and `model` (train) or `summary` (eval)."""
     out = Path(out)
     check_pipeline(pipeline, out)
-    check_data_files(pipeline)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
     state_path = out / "pipeline.json"
     done: dict[str, Any] = read_state(state_path).get("steps", {})
@@ -232,25 +231,6 @@ def check_pipeline(pipeline: Pipeline, out: Path) -> None:
                 build(BackendOptions, o.get(key, {}), f"{where}: {key}")
         else:
             make_config(resolved.target, o.get("config", {}), f"{where}: config")
-
-
-def check_data_files(pipeline: Pipeline) -> None:
-    """Every local data file that no earlier step writes must exist before anything runs: a typo
-    in a path fails before pipeline.json is written, not after an earlier step's hour of work.
-    (Apart from `check_pipeline`, which also validates shipped pipelines whose data is not here.)"""
-    from llm_teach.data.problems import local_file
-
-    def data(s: Step) -> Any:
-        return (s.options.get("config") or {}).get("data") if s.kind == "train" else s.options.get("data")
-
-    for step in pipeline.steps:
-        raw = data(step)
-        if not isinstance(raw, str) or {scope for scope, _ in _REF.findall(raw)} - {"vars"}:
-            continue
-        value = _resolve(Step(step.name, step.kind, raw), pipeline.vars, {}, Path()).target  # only ${vars.X} in it
-        path = local_file(str(value))
-        if path is not None and not path.is_file():
-            raise UserError(f"{pipeline.path}: step '{step.name}': data {value}: file not found")
 
 
 # -- step runners --------------------------------------------------------------------------------

@@ -260,5 +260,5 @@ def test_a_pipeline_with_a_missing_data_file_fails_before_writing(tmp_path):
 
     pipe = tmp_path / "pipe.yaml"
     pipe.write_text("steps:\n  - name: ev\n    eval: tiny-random\n    data: nowhere/p.jsonl\n")
-    check_one_line_error(run_cli("run", pipe, "--out", tmp_path / "out"), "step 'ev'", "nowhere/p.jsonl")
+    check_one_line_error(run_cli("run", pipe, "--out", tmp_path / "out"), "nowhere/p.jsonl")
     assert not (tmp_path / "out").exists()
