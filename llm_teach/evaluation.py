@@ -27,7 +27,8 @@ from llm_teach.errors import UserError
 from llm_teach.grading import grade, majority_vote
 from llm_teach.models import weights_stamp
 from llm_teach.prompts import render, template_hash
-from llm_teach.runs.directory import RunDirectory, check_out_dir
+from llm_teach.runs.directory import RunDirectory, check_name
+from llm_teach.runs.hashing import data_fingerprint
 from llm_teach.runs.worklog import work_once
 
 
@@ -68,6 +69,8 @@ class SuiteEntry:
     name: str | None = None  # sub-directory of --out; default: the benchmark with ':' -> '-'
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name, "'name'")
         check_fields(self, limit=">= 1", samples=">= 1", temperature=">= 0", max_new_tokens=">= 1")
 
     @property
@@ -85,6 +88,11 @@ def load_suite(path: str | Path) -> list[SuiteEntry]:
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise UserError(f"{path}: 'benchmarks' must be a non-empty list of mappings")
     suite = [build(SuiteEntry, entry, f"{path}: benchmarks[{i}]") for i, entry in enumerate(entries)]
+    for i, entry in enumerate(suite):
+        try:
+            check_name(entry.dir_name, "'name'" if entry.name else "benchmark (as a directory name)")
+        except ValueError as exc:
+            raise UserError(f"{path}: benchmarks[{i}]: {exc}") from None
     names = [e.dir_name for e in suite]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: two benchmarks write to the same directory; give them distinct 'name:'s")
@@ -145,8 +153,12 @@ def evaluate_suite(model: str, options: BackendOptions, jobs: list[tuple[SuiteEn
     from llm_teach.backends import make_backend
 
     configs = [suite_config(entry, settings, sampled_temperature, where, spelled) for entry, _ in jobs]
-    for entry, _ in jobs:
-        check_out_dir(Path(out) / entry.dir_name if suite else out)
+    # Every output directory is checked before the model loads: a bad --out, or another run's
+    # OUT, fails in seconds and is left untouched.
+    if suite is not None:
+        RunDirectory(out, "eval-suite", {}).check_kind()
+    for (entry, problems), config in zip(jobs, configs):
+        eval_directory(Path(out) / entry.dir_name if suite else out, model, config, problems).claim()
     engine = make_backend(model, options)
     results = {}
     for (entry, problems), config in zip(jobs, configs):
@@ -154,18 +166,16 @@ def evaluate_suite(model: str, options: BackendOptions, jobs: list[tuple[SuiteEn
         if show is not None:
             show(results[entry.dir_name])
     if suite is not None:
-        write_json_atomic(Path(out) / "suite.json", {"suite": suite, "model": model, "skipped": skipped or [],
-                                                     "results": results})
+        write_json_atomic(Path(out) / "suite.json", {"kind": "eval-suite", "suite": suite, "model": model,
+                                                     "skipped": skipped or [], "results": results})
     return results
 
 
 def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_dir: str | Path) -> dict[str, Any]:
     """Generate, grade and write `items.jsonl` + `summary.json` under `out_dir`; return the summary."""
     out = Path(out_dir)
-    directory = RunDirectory(out, {"config": asdict(config), "model": backend.model,
-                                   "weights": weights_stamp(backend.model)})
-    directory.claim(refusal=f"{out} holds an evaluation with another model or config (or the model's weights "
-                            f"changed since); use a new --out (or delete it) to start over")
+    directory = eval_directory(out, backend.model, config, problems)
+    directory.claim()
     sections = _manifest_sections(backend, config, problems)
     directory.write_manifest(**sections, status="running")
     started = time.time()
@@ -190,6 +200,13 @@ def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_
                              usage={"completion_tokens_this_run": tokens},
                              backend_stats=getattr(backend, "stats", None))  # e.g. the openai backend's retries
     return summary
+
+
+def eval_directory(out: str | Path, model: str, config: EvalConfig, problems: list[Problem]) -> RunDirectory:
+    """OUT of one evaluation: its identity is the config, the model (and its weights' stamp:
+    a retrained directory is another model) and the problems' content hash."""
+    return RunDirectory(out, "eval", {"config": asdict(config), "model": model, "weights": weights_stamp(model)},
+                        data=data_fingerprint(problems))
 
 
 def _manifest_sections(backend: Backend, config: EvalConfig, problems: list[Problem]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from typing import Any
 from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.errors import UserError
+from llm_teach.runs.directory import RunDirectory, check_name
 
 TOP_KEYS = {"name", "description", "vars", "steps"}
 KINDS = {
@@ -60,7 +61,6 @@ KINDS = {
     "train": {"config", "launch"},
 }
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.([A-Za-z0-9_\-]+)\}")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 @dataclass
@@ -95,8 +95,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         if not isinstance(item, dict):
             raise UserError(f"{where}: expected a mapping with 'name' and one of {', '.join(KINDS)}")
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise UserError(f"{where}: 'name' must be a word (letters, digits, - and _)")
+        try:
+            check_name(name, "'name'")
+        except ValueError as exc:
+            raise UserError(f"{where}: {exc}") from None
         where = f"{path}: step '{name}'"
         if name in names or name == "vars":
             raise UserError(f"{where}: duplicate step name")
@@ -126,6 +128,7 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
     has `out`, and `model` (train) or `summary` (eval)."""
     out = Path(out)
     check_pipeline(pipeline, out)
+    RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
     state_path = out / "pipeline.json"
     done: dict[str, Any] = read_state(state_path).get("steps", {})
     results: dict[str, dict[str, Any]] = {}
@@ -149,14 +152,20 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
             echo(f"[{step.name}] changed (or an input changed); the previous output is now {stale.name}")
         echo(f"[{step.name}] {step.kind} {resolved.target}")
         done[step.name] = {"fingerprint": fingerprint, "status": "running"}
-        write_json_atomic(state_path, {"pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
+        _save_state(state_path, pipeline, done)
         started = time.time()
         result = _RUNNERS[step.kind](resolved, step_out)
         result["seconds"] = round(time.time() - started, 1)
         results[step.name] = result
         done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
-        write_json_atomic(state_path, {"pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
+        _save_state(state_path, pipeline, done)
     return results
+
+
+def _save_state(path: Path, pipeline: Pipeline, done: dict[str, Any]) -> None:
+    """`OUT/pipeline.json`: what each step is and whether it completed; its `kind` marks OUT as
+    a pipeline's, so no other command writes into it (`runs.directory.MARKERS`)."""
+    write_json_atomic(path, {"kind": "pipeline", "pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
 
 
 def read_state(path: Path) -> dict[str, Any]:

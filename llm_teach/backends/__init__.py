@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llm_teach.credentials import check_auth, check_url
 from llm_teach.backends.base import Backend, Generation, Prompt, SamplingConfig, TokenLogprobs
 from llm_teach.errors import UserError
 
@@ -27,6 +28,12 @@ class BackendOptions:
     batch_size: int = 16  # hf: sequences per forward pass
     tensor_parallel_size: int = 1  # vllm: GPUs per model
     gpu_memory_utilization: float = 0.85  # vllm
+
+    def __post_init__(self) -> None:
+        # One rule for credentials (llm_teach.credentials): never a key in the URL's query string,
+        # and user:password@ in the URL only without a key variable.
+        check_url(self.base_url, "api_key_env")
+        check_auth(self.base_url, self.api_key_env, "api_key_env")
 
 
 def make_backend(model: str, options: BackendOptions | None = None) -> Backend:

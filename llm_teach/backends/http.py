@@ -9,7 +9,10 @@ after it. A non-retryable 4xx is `ServerRejected`, carrying the server's own exp
 caller can decide whether to ask again differently.
 
 The API key is read from the environment and kept out of stats, reprs, logs and error
-messages; `user:password@` credentials in the URL are masked wherever the URL is shown.
+messages; `user:password@` credentials in the URL are masked wherever the URL is shown. Which
+credential a request carries follows the one rule of `llm_teach.credentials`: the key as a
+Bearer token, or else the URL's user:password as Basic auth -- set explicitly here and taken
+out of the URL, so httpx never picks the URL's userinfo over the key on its own.
 Nothing here knows what is being asked: the OpenAI request and answer formats live in
 `llm_teach.backends.openai`.
 """
@@ -28,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from llm_teach.credentials import check_auth, check_url, mask_text, mask_url, split_userinfo
 from llm_teach.errors import UserError
 
 CAUSES = ("http_429", "http_5xx", "timeout", "connection", "bad_response")  # why a request was retried
@@ -60,9 +64,9 @@ class Session:
     """One event loop's HTTP client and concurrency slots (both are bound to the loop), plus a
     lock for callers that must send one request alone before the others."""
 
-    def __init__(self, config: HTTPConfig, headers: dict[str, str]):
+    def __init__(self, config: HTTPConfig, headers: dict[str, str], auth: tuple[str, str] | None = None):
         self.client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(config.timeout),
+            headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout),
             limits=httpx.Limits(max_connections=config.max_concurrency,
                                 max_keepalive_connections=config.max_concurrency))
         self.slots = asyncio.Semaphore(config.max_concurrency)
@@ -88,9 +92,15 @@ class Transport:
         if config.max_retries < 0:
             raise UserError("--max-retries cannot be negative")
         self.config = config
-        self.url = normalize_base_url(config.base_url)  # what requests go to
-        self.base_url = without_password(self.url)  # what messages, stats and reprs show
-        self._api_key = read_api_key(config.api_key_env)
+        try:
+            check_url(config.base_url)
+            check_auth(config.base_url, config.api_key_env)
+        except ValueError as exc:
+            raise UserError(f"--base-url: {exc}") from None
+        # Requests go to the URL without userinfo; the credential is set explicitly (see above).
+        self.url, self._basic_auth = split_userinfo(normalize_base_url(config.base_url))
+        self.base_url = mask_url(normalize_base_url(config.base_url))  # what messages, stats and reprs show
+        self._api_key = None if self._basic_auth else read_api_key(config.api_key_env)
         self.stats: dict[str, Any] = {
             "server": self.base_url,
             "requests": 0,  # HTTP attempts, retries included
@@ -99,7 +109,7 @@ class Transport:
 
     def session(self) -> Session:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        return Session(self.config, headers)
+        return Session(self.config, headers, auth=self._basic_auth)
 
     async def post(self, session: Session, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST with retries. Returns the JSON body of a 200, or raises a one-line UserError
@@ -144,26 +154,22 @@ class Transport:
         raise UserError(f"server {self.base_url} failed {cfg.max_retries + 1} attempts at {path}; last: {last}")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "<redacted>") if self._api_key else text
+        secrets = [self._api_key, self._basic_auth[1] if self._basic_auth else None]
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "<redacted>")
+        return mask_text(text)
 
 
 def normalize_base_url(url: str) -> str:
     """Strip the trailing slash; a bare `http://host:port` gets the usual `/v1`."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(f"--base-url '{url}' is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        raise UserError(f"--base-url '{mask_url(url)}' is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
     url = url.rstrip("/")
     return url if parts.path.strip("/") else url + "/v1"
 
 
-def without_password(url: str) -> str:
-    """The URL with any `user:password@` credentials masked, fit for messages and manifests."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
-
-
+without_password = mask_url  # the older name: the URL with its credentials masked, fit for messages
 def read_api_key(env_name: str | None) -> str | None:
     """The key from the named environment variable (which must be set), else OPENAI_API_KEY."""
     if env_name:

@@ -22,6 +22,7 @@ INTERRUPTED = "interrupted; re-run the same command to resume"
 def main() -> None:
     """Console-script entry point: run the app, turning UserError into one line + exit 2 and
     Ctrl-C into one line + exit 130 (every command's output directory resumes on a re-run)."""
+    from llm_teach.credentials import mask_text
     from llm_teach.errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,7 +32,7 @@ def main() -> None:
         # themselves return None.
         code = app(standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_text(str(exc))}", file=sys.stderr)  # a URL's password never reaches a log
         sys.exit(2)
     except KeyboardInterrupt:  # before or after Typer's own handler (e.g. while importing)
         code = 130

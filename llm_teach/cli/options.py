@@ -14,8 +14,14 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="Use only the firs
 Columns = Annotated[Optional[str], typer.Option("--columns", help="Map a file's columns: question=COL,answer=COL[,id=COL,solution=COL].")]
 Out = Annotated[str, typer.Option("--out", help="Output directory; re-running with the same one resumes.")]
 Backend = Annotated[str, typer.Option("--backend", help="hf (in-process transformers), openai (any compatible server) or vllm (in-process).")]
-BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")]
-ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help="openai backend: name of the environment variable holding the API key.")]
+BASE_URL_HELP = ("openai backend: server URL, e.g. http://127.0.0.1:8000/v1. Never put a key in it (?api_key= is "
+                 "refused; use --api-key-env); user:password@ is sent as HTTP Basic auth, only without "
+                 "--api-key-env, and is masked in manifests and messages.")
+API_KEY_ENV_HELP = ("openai backend: name of the environment variable holding the API key, sent as a Bearer "
+                    "token (default: OPENAI_API_KEY when set and the URL has no user:password@). The key is "
+                    "never recorded.")
+BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help=BASE_URL_HELP)]
+ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help=API_KEY_ENV_HELP)]
 MaxConcurrency = Annotated[int, typer.Option("--max-concurrency", help="openai backend: requests in flight.")]
 RequestTimeout = Annotated[float, typer.Option("--timeout", help="openai backend: seconds to wait for one response.")]
 MaxRetries = Annotated[int, typer.Option("--max-retries", help="openai backend: further attempts on 429/5xx/timeouts/connection errors.")]
@@ -29,9 +35,18 @@ Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one op
 
 def backend_options(backend: str, base_url: str | None, api_key_env: str | None, max_concurrency: int,
                     dtype: str, batch_size: int, tensor_parallel_size: int, timeout: float = 600.0,
-                    max_retries: int = 6, tokenizer: str | None = None) -> BackendOptions:
+                    max_retries: int = 6, tokenizer: str | None = None, prefix: str = "--") -> BackendOptions:
+    """BackendOptions from the flags; `prefix` is how they are spelled ("--", "--teacher-", ...)
+    so that a refusal names the flag the user typed."""
+    from llm_teach.credentials import check_auth, check_url
+
     if backend == "openai" and not base_url:
-        raise UserError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        raise UserError(f"{prefix}backend openai needs {prefix}base-url (e.g. http://127.0.0.1:8000/v1)")
+    try:
+        check_url(base_url, f"{prefix}api-key-env")
+        check_auth(base_url, api_key_env, f"{prefix}api-key-env")
+    except ValueError as exc:
+        raise UserError(f"{prefix}base-url: {exc}") from None
     return BackendOptions(backend=backend, base_url=base_url, api_key_env=api_key_env,
                           max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
                           tensor_parallel_size=tensor_parallel_size, timeout=timeout,

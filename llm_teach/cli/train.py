@@ -34,7 +34,7 @@ def train_(
     merge: Annotated[bool, typer.Option("--merge", help="With LoRA: also write merged weights to OUT/model.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     teacher_backend: Annotated[Optional[str], typer.Option("--teacher-backend", help="hf (in-process), openai (a vLLM server) or vllm.")] = None,
-    teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1")] = None,
+    teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1; never with a key in it (name the key's environment variable with --set teacher_api_key_env=NAME).")] = None,
     config: opt.ConfigFile = None,
     set_: opt.Set = None,
     show_options: Annotated[bool, typer.Option("--show-options", help="List the method's config keys with defaults and help, then exit.")] = False,

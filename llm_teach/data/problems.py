@@ -46,6 +46,16 @@ class Problem:
         return asdict(self)
 
 
+class ProblemList(list):
+    """The problems `load_problems` returns: a plain list that also remembers the SOURCE it was
+    loaded from, so a run directory can record where its problems came from (beside their
+    content hash) without every stage's signature carrying the source along."""
+
+    def __init__(self, problems=(), source: str | None = None):
+        super().__init__(problems)
+        self.source = source
+
+
 def grading_benchmark(source: str) -> str:
     """The grading rule for problems of a source: GSM8K numeric, reasoning-gym's own
     verifiers, and math-verify (which handles numbers and expressions) for everything else."""
@@ -63,18 +73,18 @@ def local_file(source: str) -> Path | None:
 
 
 def load_problems(source: str, limit: int | None = None, *, split: str = "test",
-                  columns: dict[str, str] | None = None, data_format: str | None = None) -> list[Problem]:
+                  columns: dict[str, str] | None = None, data_format: str | None = None) -> ProblemList:
     """Load problems from a SOURCE (see module docstring). `split` picks the hub split for named
     sources; `data_format` ("gsm8k"/"math500") labels a local file's problems for grading."""
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1 (got {limit})")
     if source.startswith("rg:"):
-        return load_reasoning_gym(source, limit)
+        return ProblemList(load_reasoning_gym(source, limit), source)
     path = local_file(source)
     if path is not None:
-        return load_file(path, limit, columns=columns, label=data_format)
+        return ProblemList(load_file(path, limit, columns=columns, label=data_format), source)
     if source in NAMED_SOURCES:
-        return load_hub(source, split, limit)
+        return ProblemList(load_hub(source, split, limit), f"{source}[{split}]")
     raise UserError(f"unknown data source '{source}' (not a file either); expected {SOURCE_HELP}")
 
 

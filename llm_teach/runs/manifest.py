@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llm_teach.credentials import mask_text
 from llm_teach.data.jsonl import write_json_atomic
 
 _PACKAGES = ("llm-teach", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
@@ -37,18 +38,22 @@ def _clean(value: Any) -> Any:
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if isinstance(value, str):
+        return mask_text(value)  # a server URL's password or query key, wherever it appears
     return value
 
 
 def write_manifest(out_dir: str | Path, *, command: str | None = None, **fields: Any) -> dict[str, Any]:
     """Write `out_dir/manifest.json` atomically. `fields` are free-form sections (config,
-    models, counts, inputs, timings, usage, ...); secrets in them are redacted."""
+    models, counts, inputs, timings, usage, ...); secrets in them and in the command line are
+    redacted (keys named like api_key/password/token; passwords and keys inside URLs)."""
+    command = command if command is not None else " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])
     manifest = {
-        "command": command if command is not None else " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+        "command": mask_text(command),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": versions(),
         "host": {"platform": platform.platform(), "machine": platform.machine()},
-        **{k: _clean(v) for k, v in fields.items()},
+        **_clean(fields),  # top-level keys too: a section named like a secret is redacted
     }
     write_json_atomic(Path(out_dir) / "manifest.json", manifest)
     return manifest

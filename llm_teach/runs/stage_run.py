@@ -9,7 +9,9 @@ and never writes a record twice.
 
 Layout of OUT (all plain files)::
 
-    manifest.json            stage, config, models, prompt hashes, seeds, counts, usage, status
+    manifest.json            kind (generate:<stage>), data (source, count, content hash of the
+                             problems), stage, config, models, prompt hashes, seeds, counts,
+                             usage, status
     work/<step>.jsonl(.part) one line per finished unit: {"id", "records", "counts", "usage"};
                              `.part` while the step runs, renamed when it is complete
     <outputs>                the stage's final files, written atomically by `finish`
@@ -17,7 +19,7 @@ Layout of OUT (all plain files)::
 How a stage uses it (the whole contract)::
 
     run = StageRun(out, "ssb", config, models, templates=["ssb/rollout.jinja", ...],
-                   inputs={"problems": len(problems)})
+                   inputs={"problems": len(problems)}, problems=problems)
     model = run.backend(models.teacher_backend, "teacher")        # counts tokens
     results = run.map("explain", problems, config.chunk_size, work)  # work(unit) -> Work
     records = [r for w in results for r in w.records.get("distill", [])]
@@ -51,7 +53,7 @@ from llm_teach.data.jsonl import RecordLog, write_jsonl_atomic
 from llm_teach.errors import UserError
 from llm_teach.prompts import template_hash
 from llm_teach.runs.directory import RunDirectory
-from llm_teach.runs.hashing import content_hash, derive_seed
+from llm_teach.runs.hashing import content_hash, data_fingerprint, derive_seed
 from llm_teach.runs.usage import Metered, Usage, UsageMeter
 from llm_teach.runs.worklog import work_once
 
@@ -101,16 +103,21 @@ def records(works: Sequence[Work], name: str) -> list[dict[str, Any]]:
 
 
 class StageRun:
-    """One stage's run directory. Creating it checks that OUT does not hold a run with another
-    config, models or prompts (resuming those would mix two experiments in one output)."""
+    """One stage's run directory. Creating it checks the config's chunk size and that OUT holds
+    no other kind of run, nor a run of this stage with another config, models, prompts or
+    problems (resuming those would mix two experiments in one output); nothing is written
+    before those checks pass."""
 
     def __init__(self, out: str | Path, stage: str, config: Any, models: DescribesModels,
-                 templates: Sequence[str] = (), inputs: dict[str, Any] | None = None, seed: int | None = None):
+                 templates: Sequence[str] = (), inputs: dict[str, Any] | None = None, seed: int | None = None,
+                 problems: Sequence[Any] | None = None):
         self.out = Path(out)
         self.stage = stage
         self.seed = seed if seed is not None else int(getattr(config, "seed", 0))
         self.meter = UsageMeter()
         self.started = time.time()
+        if getattr(config, "chunk_size", 1) < 1:  # before the first byte: a failed start leaves nothing
+            raise UserError(f"{stage}: chunk_size must be at least 1 (got {config.chunk_size})")
         self.fingerprint = {
             "stage": stage,
             "config": asdict(config) if is_dataclass(config) else dict(config),
@@ -119,7 +126,8 @@ class StageRun:
         }
         self.inputs = dict(inputs or {})
         self._results: dict[str, list[Work]] = {}
-        self.directory = RunDirectory(self.out, self.fingerprint, kind="stage")
+        data = data_fingerprint(problems) if problems is not None else None
+        self.directory = RunDirectory(self.out, f"generate:{stage}", self.fingerprint, data=data)
         self.directory.claim()
         self._write_manifest("running")
 
@@ -132,9 +140,9 @@ class StageRun:
     # -- work ---------------------------------------------------------------------------------
     def units(self, step: str, items: Sequence[Any], size: int, key: Callable[[Any], str] = None) -> list[Unit]:
         """Split `items` into units of `size` in order. A unit's key hashes its items' keys, so
-        a changed input (e.g. a larger --limit changing the last unit) is redone, not reused."""
+        a changed input (e.g. the problems an earlier round generated) is redone, not reused."""
         if size < 1:
-            raise UserError(f"{self.stage}: chunk size must be at least 1 (got {size})")
+            raise UserError(f"{self.stage}: chunk_size must be at least 1 (got {size})")
         key = key or _item_key
         units = []
         for index, start in enumerate(range(0, len(items), size)):

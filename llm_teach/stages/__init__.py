@@ -73,7 +73,7 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
     from llm_teach import config as config_loader
     from llm_teach.data import load_problems
     from llm_teach.models import parse_spec
-    from llm_teach.runs.directory import check_out_dir
+    from llm_teach.runs.directory import RunDirectory
 
     function, config_cls = load_stage(stage)
     flags: dict[str, Any] = {}
@@ -94,7 +94,7 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
     for spec, options in ((models.teacher, models.teacher_options), (models.student, models.student_options)):
         if options.backend in ("hf", "vllm"):
             parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
-    check_out_dir(out)
+    RunDirectory(out, f"generate:{stage}", {}).check_kind()  # a bad --out or another command's OUT: before loading data
     problems = load_problems(data, limit, split=split, columns=columns)
     return function(problems, models, config, out)
 

@@ -166,7 +166,8 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
                  *[style_template(s) for s in config.styles]]
     run = StageRun(out, "arte", config, models, templates=templates,
                    inputs={"problems": len(problems),
-                           "problem_ids": ids_digest([p.id for p in problems])})
+                           "problem_ids": ids_digest([p.id for p in problems])},
+                   problems=problems)
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     candidates, seeds = probe_candidates(problems, config, run.seed)
     teacher = run.backend(models.teacher_backend, "teacher")  # made on first use (see Metered)

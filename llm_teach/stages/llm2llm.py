@@ -121,7 +121,8 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
     out = Path(out)
     run = StageRun(out, "llm2llm", config, models,
                    templates=[config.eval_template, config.augment_template, config.solve_template],
-                   inputs={"seeds": len(problems), "seed_ids": ids_digest([p.id for p in problems])})
+                   inputs={"seeds": len(problems), "seed_ids": ids_digest([p.id for p in problems])},
+                   problems=problems)
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     data = [asdict(p) for p in problems]  # the growing data set, as Problem dicts
     rounds, model = [], None

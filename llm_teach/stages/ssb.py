@@ -107,7 +107,8 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
     Returns the manifest."""
     out = Path(out)
     run = StageRun(out, "ssb", config, models, templates=[config.solve_template, config.explain_template],
-                   inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])})
+                   inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])},
+                   problems=problems)
     teacher = run.backend(models.teacher_backend, "teacher")
     roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend, "student")
     store = LogitSink(out / "logits", config, models.teacher)  # the spec: naming the store loads no model

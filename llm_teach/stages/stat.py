@@ -174,7 +174,7 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
     templates = [config.solve_template, config.label_template, config.judge_template]
     templates += [] if config.skills_file else [config.free_label_template, config.skills_template]
     templates += [config.synthesize_template] if config.mode != "sel" else []
-    run = StageRun(out, "stat", config, models, templates=templates, inputs=inputs)
+    run = StageRun(out, "stat", config, models, templates=templates, inputs=inputs, problems=problems)
     decontam, decontam_report = (Decontaminator.from_config(config.decontamination) if config.mode != "sel"
                                  else (None, {}))
     teacher = run.backend(models.teacher_backend, "teacher")

@@ -43,7 +43,8 @@ from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_write
 from llm_teach.data.sparse_targets import loss_inputs, store_tail_problem
 from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
-from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
+from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
+                                              make_teacher, prepare_frozen)
 from llm_teach.trainers.records import is_records_file, read_records, require
 from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
 from llm_teach.trainers.losses.distill import Divergence
@@ -62,7 +63,8 @@ class DistillConfig(TrainConfig):
     teacher_backend: TeacherBackend = option("hf: run the teacher in-process every step; openai/vllm: score every "
                                             "record's top-k once through the backend, into OUT/teacher_logits.",
                                             "hf")
-    teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    teacher_base_url: str | None = option(TEACHER_URL_HELP)
+    teacher_api_key_env: str | None = option(TEACHER_KEY_HELP)
     teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_top_k: int = option("Online teacher support: 0 = full vocabulary (hf only, exact), k = its top-k "
                                "(a served teacher needs k > 0; 20 when left at 0).", 0)
@@ -93,6 +95,7 @@ class DistillConfig(TrainConfig):
             raise ValueError("teacher_backend openai needs teacher_base_url")
         if self.student_renorm and self.sparse_target == "tail":
             raise ValueError("student_renorm needs sparse_target: renormalize (a teacher with its tail needs none)")
+        check_teacher_url(self)
 
 
 # -- records -> tokenized rows ---------------------------------------------------------------

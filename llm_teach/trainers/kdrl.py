@@ -38,7 +38,8 @@ import trl
 
 from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
-from llm_teach.trainers.model_loading import load_student, make_teacher, prepare_frozen
+from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
+                                              make_teacher, prepare_frozen)
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
 from llm_teach.trainers.losses.kdrl import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
@@ -53,7 +54,8 @@ class KDRLConfig(GRPOConfig):
     teacher_backend: TeacherBackend = option("hf: load the teacher in-process and score the student's token ids "
                                             "directly; openai: score through an OpenAI-compatible server that "
                                             "returns prompt log-probs (vLLM); vllm: in-process vLLM.", "hf")
-    teacher_base_url: str | None = option("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    teacher_base_url: str | None = option(TEACHER_URL_HELP)
+    teacher_api_key_env: str | None = option(TEACHER_KEY_HELP)
     teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
     kd_estimator: Estimator = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
@@ -75,6 +77,7 @@ class KDRLConfig(GRPOConfig):
             raise ValueError("kdrl needs a teacher (--teacher SPEC)")
         if self.teacher_backend == "openai" and not self.teacher_base_url:
             raise ValueError("teacher_backend openai needs teacher_base_url")
+        check_teacher_url(self)
         if self.teacher_backend != "hf" and self.temperature != 1.0:
             raise ValueError("a served teacher scores at temperature 1; use temperature 1.0 or teacher_backend hf")
 

@@ -26,17 +26,16 @@ from typing import Any
 
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory
-from llm_teach.runs.hashing import file_hash
+from llm_teach.runs.hashing import DataFingerprint, file_hash
 from llm_teach.trainers.train_config import TrainConfig
 
 
-def source_info(source: str) -> dict[str, Any]:
-    """The training data's identity for the manifest and for `plan_run`: the source, plus the
-    content hash of a data file (a changed file is not the same run)."""
-    info: dict[str, Any] = {"data": source}
-    if Path(source).is_file():
-        info["data_hash"] = file_hash(source)
-    return info
+def source_info(source: str) -> DataFingerprint:
+    """The training data's fingerprint for the manifest and for `plan_run` (`RunDirectory`'s
+    `data`): the source and the content hash of a data file (a changed or grown file is not the
+    same run: training order and steps depend on all of it; the same file elsewhere is). A named
+    source (rg:TASK?seed=..., gsm8k) is its own content: its limit and split are in the config."""
+    return DataFingerprint(source, file_hash(source) if Path(source).is_file() else f"source:{source}")
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -52,41 +51,40 @@ def final_model_dir(out: Path) -> Path:
     return out / "model" if (out / "model").is_dir() else out / "adapter"
 
 
-def run_directory(out: Path, method: str, config: dict[str, Any], inputs: dict[str, Any]) -> RunDirectory:
-    """OUT claimed by a training run: its identity is the method, the resolved config and the
-    data (`source_info`, with the data file's hash)."""
-    return RunDirectory(out, {"method": method, "config": config, "inputs": inputs}, kind="method")
+def run_directory(out: Path, method: str, config: dict[str, Any], inputs: DataFingerprint) -> RunDirectory:
+    """OUT claimed by a training run of kind "train:METHOD": its identity is the method, the
+    resolved config but for the data's path, and the data's content (`source_info`)."""
+    return RunDirectory(out, f"train:{method}", {"method": method, "config": settings(config)}, data=inputs)
+
+
+def settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as a run's identity and manifest record it: without `data`, whose path is
+    recorded in the manifest's `data` section beside its content hash."""
+    return {key: value for key, value in config.items() if key != "data"}
 
 
 def plan_run(out: Path, method: str, config: dict[str, Any], resume: bool,
-             inputs: dict[str, Any]) -> tuple[str, Path | None]:
+             inputs: DataFingerprint) -> tuple[str, Path | None]:
     """Decide what to do with OUT: ("done", None), ("resume", checkpoint) or ("fresh", None).
 
-    A finished run with the same method, config and data (file hash) is not redone; an
-    interrupted one (Ctrl-C, a kill) with the same config and data resumes from its last
-    checkpoint, as with `resume`; anything else already in OUT that would be overwritten or
-    silently mixed in is an error naming the fix. An unreadable manifest is a one-line error.
+    `RunDirectory.claim` first: another kind of run in OUT, or a run of this method with another
+    config or data (file hash) over checkpoints or a final model, is refused naming the changed
+    keys -- finished or interrupted alike, since resuming old checkpoints under new settings would
+    give a model that no manifest describes. A run that left nothing but its manifest starts over.
+    Then a finished same run is not redone, and an interrupted one (Ctrl-C, a kill) resumes from
+    its last checkpoint, as with `resume`. An unreadable manifest is a one-line error.
     `inputs`: `source_info(config["data"])`.
     """
-    directory = run_directory(out, method, config, inputs)
-    manifest = directory.previous()
+    manifest = run_directory(out, method, config, inputs).claim()
     if manifest and manifest.get("status") == "complete":
-        changed = directory.changes(manifest)
-        if not changed:
-            return "done", None
-        what = "data (the file changed since)" if "inputs" in changed else "config"
-        raise UserError(f"{out} holds a finished '{manifest.get('method')}' run with a different {what}; "
-                        "choose another --out")
+        return "done", None
     checkpoints = checkpoint_dirs(out)
-    if checkpoints and not resume and manifest and manifest.get("status") == "running" \
-            and not directory.changes(manifest):
-        resume = True  # the same run, interrupted: re-running the same command continues it
+    if checkpoints and manifest and manifest.get("status") == "running":
+        resume = True  # the same run (claim checked), interrupted: re-running the same command continues it
     if checkpoints and not resume:
         raise UserError(f"{out} already has checkpoints (last: {checkpoints[-1].name}); "
                         "pass --resume to continue it, or choose another --out")
     if resume and checkpoints:
-        if manifest and manifest.get("method") not in (None, method):
-            raise UserError(f"{out} holds a '{manifest.get('method')}' run; cannot resume it as '{method}'")
         return "resume", checkpoints[-1]
     return "fresh", None
 
@@ -146,7 +144,7 @@ class MetricsLog:
 
 
 def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | None,
-        inputs: dict[str, Any] | None = None) -> Path:
+        inputs: DataFingerprint | None = None) -> Path:
     """Train (resuming from `checkpoint` when given), save the final model, write the manifest.
 
     Every rank calls this (saving under ZeRO-3 gathers shards from all of them); only the main
@@ -160,8 +158,8 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     inputs = source_info(cfg.data) if inputs is None else inputs
     config = cfg.to_dict()
     directory = run_directory(out, method, config, inputs)
-    base = dict(method=method, config=config, world_size=world,
-                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)}, inputs=inputs)
+    base = dict(method=method, config=settings(config), world_size=world,
+                models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)})
     started = time.time()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,24 @@ def load_teacher(spec: str, dtype: str):
     return load_model(spec, dtype).eval().requires_grad_(False)
 
 
+TEACHER_URL_HELP = ("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1 (never with a key in it; "
+                    "user:password@ is HTTP Basic auth, only without teacher_api_key_env).")
+TEACHER_KEY_HELP = ("teacher_backend=openai: NAME of the environment variable holding the server's API key "
+                    "(default: OPENAI_API_KEY when set). The key is never recorded.")
+
+
+def check_teacher_url(cfg) -> None:
+    """The credentials rule (`llm_teach.credentials`) for kdrl's and distill's teacher_base_url,
+    as a config check: a ValueError naming the key, before anything loads."""
+    from llm_teach.credentials import check_auth, check_url
+
+    try:
+        check_url(cfg.teacher_base_url, "teacher_api_key_env")
+        check_auth(cfg.teacher_base_url, cfg.teacher_api_key_env, "teacher_api_key_env")
+    except ValueError as exc:
+        raise ValueError(f"teacher_base_url: {exc}") from None
+
+
 def make_teacher(cfg, student_tokenizer):
     """The teacher of kdrl/distill from a config's `teacher`, `teacher_backend`,
     `teacher_base_url` and `teacher_dtype`: with backend hf a frozen local model (after checking
@@ -57,6 +75,7 @@ def make_teacher(cfg, student_tokenizer):
 
     try:
         backend = make_backend(cfg.teacher, BackendOptions(backend=cfg.teacher_backend, base_url=cfg.teacher_base_url,
+                                                           api_key_env=cfg.teacher_api_key_env,
                                                            dtype=cfg.teacher_dtype, tokenizer=cfg.model))
     except ModuleNotFoundError as exc:
         raise UserError(f"teacher backend '{cfg.teacher_backend}' is not available here ({exc.name} missing)") from None

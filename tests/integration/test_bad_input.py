@@ -192,37 +192,19 @@ OPENAI_URL = f"http://127.0.0.1:9/v1?api_key={SECRET}"  # port 9: nothing listen
 ROWS = [
     # -- 2. silent mixing of runs -------------------------------------------------------------
     row("eval-same-name-other-data", lambda c: eval_cmd(c, data=other_same_name_problems(c)), "p.jsonl",
-        copy_run("eval"),
-        xfail='silently accepted (exit 0): ids are file stem + line and the manifest records no data source or content hash, so the old items are kept (evaluation.py:_check_resumable)'),
+        copy_run("eval")),
     row("generate-same-name-other-data", lambda c: gen_cmd(c, data=other_same_name_problems(c)), "p.jsonl",
-        copy_run("generate"),
-        xfail="silently accepted (exit 0): StageRun's fingerprint has no data source or hash and unit keys hash only problem ids, so old units are reused (runs/stage_run.py:StageRun._check_resumable)"),
+        copy_run("generate")),
     row("train-resume-other-data", lambda c: train_cmd(c, "--resume", data=write_records(c.tmp / "o" / "r.jsonl", 6)),
-        "data", copy_run("train-killed"),
-        xfail="silently accepted (exit 0): plan_run compares config and data hash only for a complete run; "
-              "an unfinished one resumes over other data (trainers/lifecycle.py:plan_run)"),
+        "data", copy_run("train-killed")),
     row("train-resume-other-settings", lambda c: train_cmd(c, "--resume", "--learning-rate", "5e-5"),
-        "learning_rate", copy_run("train-killed"),
-        xfail="silently accepted (exit 0): plan_run resumes checkpoints without comparing the config; the "
-              "manifest then describes the new settings (trainers/lifecycle.py:plan_run)"),
-    row("run-into-eval-dir", run_cmd, "eval", copy_run("eval"),
-        xfail="silently accepted (exit 0): run_pipeline writes pipeline.json and a step directory into any "
-              "directory; no manifest kind is checked (pipeline.py:run_pipeline)"),
-    row("eval-into-pipeline-dir", eval_cmd, "pipeline", copy_run("run"),
-        xfail="silently accepted (exit 0): a pipeline dir has no manifest.json, so eval writes its files "
-              "beside pipeline.json (evaluation.py:_check_resumable)"),
-    row("train-into-ssb-dir", train_cmd, "ssb", copy_run("generate"),
-        xfail="refused, but the line says \"holds a finished 'None' run with a different data (the file changed "
-              "since)\": manifests name no kind (trainers/lifecycle.py:plan_run)"),
-    row("train-into-eval-dir", train_cmd, "eval", copy_run("eval"),
-        xfail="refused, but the line says \"holds a finished 'None' run with a different data (the file changed "
-              "since)\": manifests name no kind (trainers/lifecycle.py:plan_run)"),
-    row("eval-into-train-dir", eval_cmd, "sft", copy_run("train-killed"),
-        xfail="refused, but as \"holds an evaluation with another model or config\" (it is a training run), "
-              "after the model is loaded (evaluation.py:_check_resumable)"),
-    row("generate-into-eval-dir", gen_cmd, "eval", copy_run("eval"),
-        xfail="refused, but as \"holds a different run with another stage\" (no kind named), after the problems "
-              "are loaded (runs/stage_run.py:StageRun._check_resumable)"),
+        "learning_rate", copy_run("train-killed")),
+    row("run-into-eval-dir", run_cmd, "eval", copy_run("eval")),
+    row("eval-into-pipeline-dir", eval_cmd, "pipeline", copy_run("run")),
+    row("train-into-ssb-dir", train_cmd, "ssb", copy_run("generate")),
+    row("train-into-eval-dir", train_cmd, "eval", copy_run("eval")),
+    row("eval-into-train-dir", eval_cmd, "sft", copy_run("train-killed")),
+    row("generate-into-eval-dir", gen_cmd, "eval", copy_run("eval")),
     # -- 3. a failed start must write nothing (see also test_failed_start_does_not_block_its_fix) --
     row("generate-chunk-size-0", lambda c: gen_cmd(c, "--set", "chunk_size=0"), "chunk_size"),
     # -- 4. tracebacks on ordinary bad input ----------------------------------------------------
@@ -270,26 +252,20 @@ ROWS = [
                                                                              "temperature": -1})), "temperature"),
     # -- 6. secrets: a key in the query string is refused, pointing to --api-key-env ------------
     row("eval-api-key-in-url", lambda c: eval_cmd(c, "--backend", "openai", "--base-url", OPENAI_URL,
-                                                  "--max-retries", "0"), "api-key-env",
-        xfail='not refused: cli/options.py:backend_options accepts a query-string key; manifest.json is written with it and the request fails with the key printed in the error line (backends/openai.py)'),
+                                                  "--max-retries", "0"), "api-key-env"),
     row("generate-api-key-in-url", lambda c: gen_cmd(c, "--teacher-backend", "openai", "--teacher-base-url", OPENAI_URL,
-                                                     "--teacher-max-retries", "0"), "api-key-env",
-        xfail='silently accepted (exit 0; the teacher is never called when every tiny-random rollout is wrong): cli/options.py:backend_options accepts a query-string key and it is recorded in manifest.json'),
+                                                     "--teacher-max-retries", "0"), "api-key-env"),
     row("train-api-key-in-url", lambda c: ["train", "--method", "kdrl", "--model", "tiny-random", "--teacher", "m",
                                            "--teacher-backend", "openai", "--teacher-base-url", OPENAI_URL,
-                                           "--data", c.problems, "--max-steps", "1", "--out", c.out], "api_key_env",
-        xfail='not refused: kdrl loads the student and starts training (trainers/lifecycle.py:make_teacher accepts the URL), then fails after 7 attempts with the key printed in the error line'),
+                                           "--data", c.problems, "--max-steps", "1", "--out", c.out], "api_key_env"),
     row("run-api-key-in-url", lambda c: run_cmd(c, c.pipeline(backend={"backend": "openai", "base_url": OPENAI_URL,
-                                                                       "max_retries": 0})), "api_key_env",
-        xfail="not refused: pipeline.py:_run_eval builds BackendOptions with the key; pipeline.json and the step's manifest are written, then the request fails with the key printed"),
+                                                                       "max_retries": 0})), "api_key_env"),
     # -- 7. path traversal: names that become paths stay inside --out --------------------------
     row("eval-suite-name-dotdot", lambda c: ["eval", "--model", "tiny-random", "--suite", suite(c, name="../../x"),
                                              "--out", c.out], "../../x",
-        lambda c: setattr(c, "out", c.tmp / "a" / "b" / "out"),
-        xfail="silently accepted (exit 0) and written outside --out: evaluation.py:SuiteEntry does not validate 'name' (dir_name becomes a path in cli/evaluate.py:eval_)"),
+        lambda c: setattr(c, "out", c.tmp / "a" / "b" / "out")),
     row("eval-suite-name-absolute", lambda c: ["eval", "--model", "tiny-random",
-                                               "--suite", suite(c, name=str(c.tmp / "abs")), "--out", c.out], "abs",
-        xfail="silently accepted (exit 0) and written to the absolute path: evaluation.py:SuiteEntry does not validate 'name'"),
+                                               "--suite", suite(c, name=str(c.tmp / "abs")), "--out", c.out], "abs"),
     row("eval-suite-benchmark-dotdot", lambda c: ["eval", "--model", "tiny-random",
                                                   "--suite", suite(c, benchmark="rg:../../x", data=None),
                                                   "--out", c.out], "../../x"),
@@ -338,9 +314,6 @@ def test_failed_start_does_not_block_its_fix(command, bad, tmp_path, tiny_model_
 # -- 6. credentials in a URL are used but never printed or written --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: the password is written verbatim in manifest.json: in 'command' "
-                                       "for both (manifest.py:write_manifest records sys.argv unmasked) and, for "
-                                       "generate, in models.student.base_url (stages/roles.py:Models.describe)")
 @pytest.mark.parametrize("command", ["eval", "generate"])
 def test_url_password_is_never_stored(command, tmp_path, tiny_model_dir):
     from fault_server import FaultServer

@@ -49,7 +49,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, tiny_model_
 def test_resume_refuses_another_config(tmp_path, tiny_model_dir):
     assert run_cli(*eval_args(tmp_path / "e", 2)).returncode == 0
     r = run_cli(*eval_args(tmp_path / "e", 2, "--temperature", "1.0"))
-    assert r.returncode == 2 and "another model or config" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "with other config: config.temperature: 0.0 -> 1.0" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_suite_runs_each_benchmark_into_its_own_directory(tmp_path, tiny_model_dir):

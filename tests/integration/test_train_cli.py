@@ -78,4 +78,4 @@ def test_finished_run_is_reused_only_for_the_same_data(tmp_path):
     assert again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1] == str(tmp_path / "o" / "model")
     assert (tmp_path / "o" / "manifest.json").read_text() == stamp  # not retrained
     data.write_text(data.read_text() + json.dumps({"prompt": "Say 9.", "completion": "9"}) + "\n")
-    check_error(run_cli(*args), "different data")
+    check_error(run_cli(*args), "with other data", "sft.jsonl")

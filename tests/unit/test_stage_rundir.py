@@ -76,7 +76,10 @@ def test_resume_skips_done_units_and_sums_counts_and_usage(tmp_path):
 
 def test_another_config_in_the_same_out_is_refused(tmp_path):
     StageRun(tmp_path, "toy", Cfg(), _models())
-    with pytest.raises(UserError, match=r"another config \('size': 2 -> 3\)"):
+    StageRun(tmp_path, "toy", Cfg(size=4), _models())  # nothing done yet: starting over is allowed
+    run = StageRun(tmp_path, "toy", Cfg(), _models())
+    run.map("s", [0, 1], 2, lambda unit: Work(records={"out": [{"id": "x"}]}))
+    with pytest.raises(UserError, match=r"holds a generate:toy run with other config: config.size: 2 -> 3;"):
         StageRun(tmp_path, "toy", Cfg(size=3), _models())
 
 
