@@ -61,3 +61,19 @@ def test_end_turns_is_idempotent_and_leaves_stored_completions_and_messages():
     stored = end_turns(records, False, False, tok)
     assert [r for _, r in stored] == [r for _, r in records]
     assert records[0][1]["completion"] == "yo"  # inputs are not modified in place
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_sft_already_trains_on_the_end_of_turn_token(tmp_path, chat):
+    """SFT has no such gap: TRL appends EOS to plain completions and the chat template closes the
+    assistant turn; either way the last trained label is the EOS token."""
+    from llm_teach.trainers.sft import SFTConfig, build_trainer
+
+    records = tmp_path / "sft.jsonl"
+    records.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
+                               for p, c in zip(TEXT_PROMPTS, COMPLETIONS)))
+    trainer = build_trainer(SFTConfig(model="tiny-random", data=str(records), max_steps=1, chat=chat), tmp_path / "o")
+    labels = trainer.data_collator([trainer.train_dataset[0]])["labels"][0].tolist()
+    trained = [t for t in labels if t != -100]
+    eos = trainer.processing_class.eos_token_id
+    assert eos in trained[-2:]  # the chat template adds a newline after <|im_end|>
