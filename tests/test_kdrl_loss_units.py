@@ -44,3 +44,35 @@ def test_nan_correctness_is_unknown_and_keeps_kd():
     assert reward_mask(r, 2, "response").tolist() == [0, 1, 1, 0, 1, 1, 1, 1]
     # groups (1, nan): has a correct one; (0, 1): yes; (nan, nan): nobody known correct; (0, nan): none
     assert reward_mask(r, 2, "group").tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_defaults_and_small_denominators():
+    """The functions' own defaults (k2, token mean, no mask, GRPO's eps 0.2) and counts below 2
+    (one kept token divides by 1, an empty batch by nothing)."""
+    from llm_teach.trainers.losses.kdrl import importance_weights, kd_estimator, kd_term, masked_mean, reward_mask
+
+    s, t = torch.tensor([[-0.5, -2.0]]), torch.tensor([[-1.0, -1.0]])
+    assert torch.equal(kd_estimator(s, t), kd_estimator(s, t, "k2"))
+    v, m = torch.tensor([[3.0, 5.0]]), torch.tensor([[1, 0]])
+    assert masked_mean(v, m).item() == 3.0  # token mean over ONE token: divided by 1
+    assert kd_term(v, m, torch.ones(1, 2), 1).item() == 3.0
+    r64 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    assert reward_mask(r64, 2).dtype == torch.float32 and reward_mask(r64, 2).tolist() == [1.0, 1.0]
+    w = importance_weights(torch.zeros(1, 2), torch.tensor([[2.0, -2.0]]))
+    assert w.tolist() == [[pytest.approx(0.8), pytest.approx(1.2)]]
+
+
+def test_bad_options_name_themselves():
+    from llm_teach.trainers.losses.kdrl import beta_schedule, kd_estimator, masked_mean, reward_mask
+
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="k4"):
+        kd_estimator(x, x, "k4")
+    with pytest.raises(ValueError, match="batch"):
+        masked_mean(x, x, "batch")
+    with pytest.raises(ValueError, match="cosine"):
+        beta_schedule(0, kind="cosine")
+    with pytest.raises(ValueError, match="sometimes"):
+        reward_mask(torch.zeros(4), 2, "sometimes")
+    with pytest.raises(ValueError, match="groups of 3"):
+        reward_mask(torch.zeros(4), 3, "group")

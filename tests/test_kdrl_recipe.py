@@ -1,9 +1,8 @@
 """KDRL as the paper runs it, checked through a real trainer step against a reference the test
 computes itself: total loss - GRPO loss == beta_t * sum(w * k(R) * m) / N for a teacher
 DIFFERENT from the student, for each estimator, at T != 1, with gradient accumulation, and off
-policy (num_iterations 2: the importance ratio). Also: the paper's defaults, the normalization
-(masking responses shrinks the term, it does not re-weight the rest), NaN rewards kept in KD,
-and truncated sampling refused.
+policy (num_iterations 2: the importance ratio). Also: the paper's defaults, NaN rewards kept in
+KD and counted, and truncated sampling refused (tensor-level pieces: test_kdrl_loss_units.py).
 
 The reference never calls the code under test: student and teacher log-probs come from plain
 forwards of the two models at temperature T, the estimators are written out here, and N is the
