@@ -70,3 +70,27 @@ def test_chunk_size_one_equals_one_chunk():
     one = ChunkedDistillLoss(chunk_size=1)(hidden, head, mask, teacher_logits=teacher)
     full = ChunkedDistillLoss(chunk_size=5)(hidden, head, mask, teacher_logits=teacher)
     torch.testing.assert_close(one.loss, full.loss)
+
+
+def test_topk_jsd_at_beta_zero_is_forward_kl_and_reverse_kl_ignores_jsd_beta():
+    s, t = _logits(0), _logits(1)
+    lp, ids = t.log_softmax(-1).topk(4, dim=-1)
+    torch.testing.assert_close(topk_divergence(s, ids, lp, "jsd", jsd_beta=0.0), topk_divergence(s, ids, lp))
+    rkl = topk_divergence(s, ids, lp, "reverse_kl", student_renorm=True)
+    torch.testing.assert_close(topk_divergence(s, ids, lp, "reverse_kl", jsd_beta=0.0, student_renorm=True), rkl)
+
+
+def test_topk_and_teacher_input_errors_say_what_to_do():
+    s, t = _logits(0), _logits(1)
+    lp, ids = t.log_softmax(-1).topk(4, dim=-1)
+    for part in ("reverse KL against a top-k teacher is infinite", "pass student_renorm=True",
+                 "forward_kl / jsd with beta < 1"):
+        with pytest.raises(ValueError, match=part):
+            topk_divergence(s, ids, lp, "reverse_kl")
+    with pytest.raises(ValueError, match="unknown divergence 'kl'"):
+        topk_divergence(s, ids, lp, "kl")
+    mask = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="give teacher_logits or teacher_topk_ids"):
+        DistillLoss()(s, mask, teacher_topk_ids=ids)  # the log-probs are missing
+    with pytest.raises(ValueError, match="lambda_ce > 0 needs targets"):
+        DistillLoss(lambda_ce=1.0)(s, mask, teacher_logits=t)
