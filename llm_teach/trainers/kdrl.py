@@ -1,11 +1,24 @@
 """KDRL: GRPO plus knowledge distillation from a teacher on the student's own rollouts.
 
-    loss = GRPO loss + beta_t * masked_mean_t k(R_t),   R_t = log pi_T(o_t|q,o_<t) - log pi_theta(o_t|q,o_<t)
+    loss = GRPO loss + beta_t * sum_{i,t} m_i,t w_i,t k(R_i,t) / N,
+    R_t = log pi_T(o_t|q,o_<t) - log pi_theta(o_t|q,o_<t)
 
 with the teacher detached, `k` one of the estimators of `losses.kdrl.kd_estimator` (k2 = R^2/2
-by default: on on-policy samples its gradient is the reverse-KL gradient), beta_t constant or
-linearly annealed (`losses.kdrl.beta_schedule`), and the mask optionally restricted by reward
-(`losses.kdrl.reward_mask`: KD only on wrong responses, or only on groups with no correct one).
+by default: on on-policy samples its gradient is the reverse-KL gradient), beta_t linearly
+annealed by default (`losses.kdrl.beta_schedule`), m the completion mask restricted by reward
+(`losses.kdrl.reward_mask`; default: KD only on responses not known to be correct), and:
+
+* N = all completion tokens of the generation batch, per rank and accumulation window (GRPO's
+  "dapo" denominator, `losses.kdrl.kd_term`): masking responses out shrinks the term instead of
+  re-weighting the tokens left. Summed over the micro-batches of a window (and averaged over
+  ranks by DDP) the term is beta_t * (sum of kept k) / (completion tokens of the batch), which
+  also carries the gradient-accumulation scaling.
+* w = pi_theta / pi_old per token, detached and clipped to GRPO's [1-eps_low, 1+eps_high]
+  (`losses.kdrl.importance_weights`): k2's gradient identity holds for samples of the CURRENT
+  policy, and GRPO reuses rollouts (`num_iterations > 1`, `steps_per_generation` > gradient
+  accumulation). On-policy (TRL keeps no old log-probs) w == 1 exactly. Truncated sampling
+  (`top_p < 1`, `top_k > 0`) is REFUSED instead: TRL's old log-probs are the untruncated
+  policy's, so no ratio to the real sampling distribution is available.
 
 How it hooks into TRL (written against trl 1.16.0; the overrides are deliberately thin so they
 survive upgrades, and none touches the reference-model slot, so GRPO's own `beta` KL to the
@@ -18,8 +31,9 @@ reference and LoRA (reference = adapter disabled) keep working as in plain GRPO)
   TRL's shuffle/split carries them along with the other per-sample tensors.
 * `_get_per_token_logps_and_entropies`: while `_compute_loss` runs, keep the student's per-token
   log-probs it computes, so the KD term reuses that forward instead of running a second one.
-* `_compute_loss`: TRL's loss + the KD term; logs `kd_loss`, `beta` (beta_t), and at generation
-  `kd_masked_frac` (fraction of responses masked out of KD), all reduced across ranks.
+* `_compute_loss`: TRL's loss + the KD term; logs `kd_loss` (mean k over the kept tokens), `beta`
+  (beta_t), and at generation `kd_masked_frac` (fraction of responses masked out of KD) and
+  `kd_reward_unknown` (responses whose correctness reward is NaN: kept in KD), all over ranks.
 
 The teacher is a local causal LM (scored directly over the student's token ids: exact and one
 forward) or any `Backend` with `score()`, e.g. a vLLM server through the openai backend
@@ -42,7 +56,8 @@ from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP
                                               make_teacher, prepare_frozen)
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
-from llm_teach.trainers.losses.kdrl import Estimator, beta_schedule, kd_estimator, masked_mean, reward_mask
+from llm_teach.trainers.losses.kdrl import (Estimator, beta_schedule, importance_weights, kd_estimator, kd_term,
+                                            reward_mask)
 
 
 @dataclass
@@ -60,15 +75,20 @@ class KDRLConfig(GRPOConfig):
     teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
     kd_estimator: Estimator = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
                                     "k3 (e^R - R - 1).", "k2")
-    kd_beta: float = option("KD coefficient beta_0 (KDRL: 5e-3).", 5e-3)
+    kd_beta: float = option("KD coefficient beta_0 (KDRL, Xu et al. 2025, arXiv:2506.02208: 5e-3 at the start "
+                            "of its annealing).", 5e-3)
     kd_beta_schedule: Literal["constant", "linear"] = option(
-        "constant, or linear: beta_t = max(beta_0 - delta*t, beta_min).", "constant")
-    kd_beta_min: float = option("Floor of the linear schedule (KDRL: 1e-3).", 1e-3)
-    kd_beta_delta: float = option("Decrease of beta per optimizer step in the linear schedule (KDRL: 5e-5).", 5e-5)
+        "constant, or linear: beta_t = max(beta_0 - delta*t, beta_min). Default linear: KDRL's best recipe "
+        "anneals the KL coefficient linearly from 5e-3 to 1e-3.", "linear")
+    kd_beta_min: float = option("Floor of the linear schedule (KDRL's annealing end point: 1e-3).", 1e-3)
+    kd_beta_delta: float = option("Decrease of beta per optimizer step in the linear schedule (5e-5: the floor "
+                                  "at step 80; our choice of pace, the paper's 5e-3 -> 1e-3 end points fixed).",
+                                  5e-5)
     kd_mask: Literal["none", "response", "group"] = option(
-        "Reward-guided masking: none; response (KD only on responses with reward <= threshold); "
-        "group (KD only on groups with no correct response).", "none")
-    kd_mask_threshold: float = option("A response counts as wrong when its correctness reward is <= this.", 0.0)
+        "Reward-guided masking: none; response (KD only on responses not known to be correct: reward <= "
+        "threshold, or NaN = ungraded); group (KD only on groups with no correct response). Default response: "
+        "KDRL's best recipe masks the KD term of correctly answered responses.", "response")
+    kd_mask_threshold: float = option("A response counts as correct when its correctness reward is > this.", 0.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,6 +100,9 @@ class KDRLConfig(GRPOConfig):
         check_teacher_url(self)
         if self.teacher_backend != "hf" and self.temperature != 1.0:
             raise ValueError("a served teacher scores at temperature 1; use temperature 1.0 or teacher_backend hf")
+        if self.top_p < 1.0:
+            raise ValueError("kdrl needs top_p 1.0: the KD term's importance ratio is to the untruncated policy "
+                             "(TRL keeps no log-probs of the top-p sampler), so its gradient would be biased")
 
 
 class KDRLTrainer(trl.GRPOTrainer):
@@ -97,9 +120,12 @@ class KDRLTrainer(trl.GRPOTrainer):
     """
 
     def __init__(self, *args, teacher, kd_estimator: str = "k2", kd_beta: float = 5e-3,
-                 kd_beta_schedule: str = "constant", kd_beta_min: float = 1e-3, kd_beta_delta: float = 5e-5,
-                 kd_mask: str = "none", kd_mask_threshold: float = 0.0, teacher_batch_size: int = 8, **kwargs):
+                 kd_beta_schedule: str = "linear", kd_beta_min: float = 1e-3, kd_beta_delta: float = 5e-5,
+                 kd_mask: str = "response", kd_mask_threshold: float = 0.0, teacher_batch_size: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.top_p < 1.0 or self.top_k:
+            raise UserError("kdrl needs untruncated sampling (top_p 1, top_k 0): the KD importance ratio is to "
+                            "the full policy")
         self.kd_estimator, self.kd_mask, self.kd_mask_threshold = kd_estimator, kd_mask, kd_mask_threshold
         self.kd_schedule = dict(beta0=kd_beta, kind=kd_beta_schedule, beta_min=kd_beta_min, delta=kd_beta_delta)
         self.teacher_batch_size = teacher_batch_size
@@ -135,11 +161,14 @@ class KDRLTrainer(trl.GRPOTrainer):
         output["teacher_mask"] = valid.to(output["completion_mask"].dtype)
         # Reward-guided mask over ALL ranks' responses (groups may span ranks), then this rank's slice.
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        keep = reward_mask(self._global_rewards[:, 0], group, self.kd_mask, self.kd_mask_threshold)
+        correctness = self._global_rewards[:, 0]
+        keep = reward_mask(correctness, group, self.kd_mask, self.kd_mask_threshold)
         local = len(inputs)
         start = self.accelerator.process_index * local
         output["kd_mask"] = keep[start:start + local].to(logps.device)
         self._metrics[mode]["kd_masked_frac"].append(1.0 - keep.float().mean().item())
+        # Ungraded responses (NaN correctness) keep their KD term; say how many there were.
+        self._metrics[mode]["kd_reward_unknown"].append(float(torch.isnan(correctness).sum().item()))
         if self.common_vocab is None:
             aligned = self.accelerator.gather(valid.any(-1).float()).mean().item()
             self._metrics[mode]["kd_teacher_aligned_frac"].append(aligned)
@@ -164,9 +193,14 @@ class KDRLTrainer(trl.GRPOTrainer):
             mask = mask * inputs["tool_mask"]
         per_token = kd_estimator(student, inputs["teacher_per_token_logps"], self.kd_estimator)
         beta = self.kd_beta_at(self.state.global_step)
-        # Scaled for gradient accumulation like TRL's per-micro-batch loss types.
-        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-        loss = loss + beta * masked_mean(per_token, mask) / normalizer
+        weights = importance_weights(student, inputs.get("old_per_token_logps"), self.epsilon_low,
+                                     self.epsilon_high)
+        # TRL's dapo denominator: completion tokens of the generation batch, per rank, rescaled to
+        # one accumulation window (a window sees GA of the steps_per_generation micro-batches).
+        num_tokens = inputs["num_items_in_batch"] / self.accelerator.num_processes
+        if mode == "train":
+            num_tokens = num_tokens * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        loss = loss + beta * kd_term(per_token, mask, weights, num_tokens)
         totals = self.accelerator.reduce(torch.stack([(per_token * mask).sum(), mask.sum()]).detach(), "sum")
         self._metrics[mode]["kd_loss"].append((totals[0] / totals[1].clamp(min=1.0)).item())
         self._metrics[mode]["beta"].append(beta)

@@ -67,3 +67,24 @@ def load_training_problems(cfg: TrainConfig):
     from llm_teach.data import load_problems
 
     return load_problems(cfg.data, cfg.limit, split=cfg.split)
+
+
+def end_turns(records: list[tuple[str, dict[str, Any]]], online: bool, chat: bool, tokenizer
+              ) -> list[tuple[str, dict[str, Any]]]:
+    """Distill records as the student should see them: plain-text prompts as a user chat turn
+    (`chat`, when the tokenizer has a template), and every online completion ended with the
+    end-of-turn token (the tokenizer's EOS, the token chat templates close the assistant turn
+    with), so the student learns to STOP where the teacher's answer ends. Idempotent. Stored completions (`logits_ref`) are the ids the teacher scored
+    and are left as they are: the store has no teacher distribution for a token it never saw."""
+    chat = chat and bool(getattr(tokenizer, "chat_template", None))
+    eos = tokenizer.eos_token
+    out = []
+    for where, rec in records:
+        rec = dict(rec)
+        for key in ("prompt", "teacher_prompt"):
+            if chat and isinstance(rec.get(key), str):
+                rec[key] = [{"role": "user", "content": rec[key]}]
+        if online and eos and not rec["completion"].endswith(eos):
+            rec["completion"] = rec["completion"] + eos
+        out.append((where, rec))
+    return out

@@ -74,4 +74,5 @@ def test_kdrl_two_ranks(tmp_path, data, kind):
                  "--set", "per_device_train_batch_size=2", "--set", "num_generations=4",
                  "--set", "max_completion_length=8", "--set", "kd_mask=group")
     rows = check(out, res)
-    assert all(r["kd_loss"] > 0 and r["beta"] == 5e-3 and r["kd_masked_frac"] == 0.0 for r in rows)
+    assert all(r["kd_loss"] > 0 and r["kd_masked_frac"] == 0.0 for r in rows)
+    assert [r["beta"] for r in rows] == pytest.approx([5e-3, 4.95e-3])

@@ -102,10 +102,14 @@ def reward_mask(
 ) -> Tensor:
     """Which responses get the KD term, from their rewards. [B] -> float [B].
 
-    A response counts as wrong when `reward <= threshold` (threshold 0 fits 0/1 correctness
-    rewards; raise it for shaped rewards such as format bonuses).
+    A response counts as CORRECT when `reward > threshold` (threshold 0 fits 0/1 correctness
+    rewards; raise it for shaped rewards such as format bonuses). A NaN reward (TRL's value when
+    a reward function returns None: the grader could not tell) is UNKNOWN, never correct, so it
+    keeps its KD term: dropping the teacher's signal on a response nobody graded would be a
+    silent choice the user did not make. Count NaNs with `torch.isnan(rewards)` to report them.
       * "none": all ones.
-      * "response": 1 for wrong responses only: imitate the teacher where RL says we failed.
+      * "response": 1 for every response not known to be correct: imitate the teacher where RL
+        says we failed (or cannot say) -- KDRL's reward-guided masking.
       * "group": 1 for every response of a group with no correct response (where GRPO's
         advantages are all zero and KD is the only signal); 0 elsewhere.
 
@@ -114,12 +118,44 @@ def reward_mask(
     """
     if mode == "none":
         return torch.ones_like(rewards, dtype=torch.float32)
-    wrong = rewards <= threshold
+    correct = rewards > threshold  # NaN > x is False: unknown is not correct
     if mode == "response":
-        return wrong.float()
+        return (~correct).float()
     if mode == "group":
         if rewards.numel() % group_size:
             raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-        all_wrong = wrong.view(-1, group_size).all(-1, keepdim=True)
-        return all_wrong.expand(-1, group_size).reshape(-1).float()
+        none_correct = ~correct.view(-1, group_size).any(-1, keepdim=True)
+        return none_correct.expand(-1, group_size).reshape(-1).float()
     raise ValueError(f"unknown reward mask mode {mode!r} (none, response, group)")
+
+
+def importance_weights(
+    logps: Tensor, old_logps: Tensor | None, eps_low: float = 0.2, eps_high: float = 0.2
+) -> Tensor:
+    """Per-token weights that make the KD gradient right when the rollouts are stale. [B, T].
+
+    The k2 identity `E_{o~pi_theta}[grad k2] = grad KL(pi_theta || pi_T)` needs o sampled from
+    the CURRENT policy. GRPO reuses a generation batch (`num_iterations > 1`, or
+    `steps_per_generation` > gradient accumulation), so later updates see samples of pi_old;
+    reweighting each token by `rho = pi_theta / pi_old` restores the expectation (token-level,
+    as GRPO's own ratio). The weight is detached (it corrects the sampling distribution; its
+    own gradient would add a score-function term k2 does not have) and clipped to
+    [1 - eps_low, 1 + eps_high] like GRPO's ratio, trading a little bias for bounded variance.
+    `old_logps=None` (TRL's on-policy case) gives exactly 1.
+    """
+    if old_logps is None:
+        return torch.ones_like(logps).detach()
+    return torch.exp(logps.detach() - old_logps).clamp(1.0 - eps_low, 1.0 + eps_high)
+
+
+def kd_term(per_token: Tensor, mask: Tensor, weights: Tensor, num_tokens: Tensor | float) -> Tensor:
+    """The KD term of one micro-batch: `sum(weights * per_token * mask) / num_tokens`.
+
+    Normalization, chosen on purpose: `num_tokens` counts ALL completion tokens of the batch
+    (GRPO's "dapo" denominator), not only the tokens the KD mask keeps. A token's weight is then
+    fixed, so masking responses out (reward-guided KD) shrinks the term in proportion instead of
+    scaling up the remaining tokens: with half the responses masked, each remaining token pulls
+    toward the teacher exactly as hard as before. (A mean over kept tokens would double it.)
+    """
+    m = mask.to(per_token.dtype)
+    return (weights * per_token * m).sum() / torch.as_tensor(num_tokens, dtype=per_token.dtype).clamp_min(1.0)
