@@ -10,6 +10,8 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from llm_teach import interrupts
+
 console = Console(stderr=True)
 
 
@@ -23,6 +25,7 @@ def progress_bar(description: str, total: int, done: int = 0) -> Iterator[Callab
         start = time.time()
 
         def advance(k: int = 1) -> None:
+            interrupts.check()  # a unit just finished: a swallowed Ctrl-C stops here
             state["done"] += k
             now = time.time()
             if now - state["last"] >= 30 or state["done"] >= total:
@@ -37,4 +40,9 @@ def progress_bar(description: str, total: int, done: int = 0) -> Iterator[Callab
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task(description, total=total, completed=done)
-        yield lambda k=1: progress.update(task, advance=k)
+
+        def advance_bar(k: int = 1) -> None:
+            interrupts.check()
+            progress.update(task, advance=k)
+
+        yield advance_bar

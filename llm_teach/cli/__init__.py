@@ -9,6 +9,7 @@ import sys
 
 import typer
 
+from llm_teach import interrupts
 from llm_teach.cli.app import app
 
 # Importing the command modules registers their commands on `app` (each imports its heavy
@@ -26,6 +27,7 @@ def main() -> None:
     from llm_teach.errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    interrupts.install()
     try:
         # Without standalone mode Typer does not exit: it RETURNS the code of a `typer.Exit`,
         # and turns KeyboardInterrupt into Exit(130) first (typer.core._main); our commands

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm_teach import interrupts
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory
 from llm_teach.runs.hashing import DataFingerprint, file_hash
@@ -115,6 +116,9 @@ class MetricsLog:
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if state.is_world_process_zero and logs:
                     log._write(state.global_step, state.epoch, logs)
+
+            def on_step_end(self, args, state, control, **kwargs):
+                interrupts.check()  # a Ctrl-C swallowed inside the step stops the run here
 
         return _Callback()
 
