@@ -118,7 +118,7 @@ def unknown_first(completions, **_):
 
 
 def test_trainer_reports_unknown_rewards_and_keeps_their_kd(tmp_path, problems):
-    from test_kdrl import make_trainer
+    from integration.test_kdrl import make_trainer
 
     from llm_teach.trainers.model_loading import load_teacher
 
