@@ -205,6 +205,8 @@ class TopKLogitWriter:
         else:
             meta = {"format": FORMAT, "version": VERSION, "k": k, "dtype": dtype}
             meta |= {"vocab_size": vocab_size, "model": model} | tail
+        if path.exists() and json.loads(path.read_text()) == meta:
+            return meta  # a resumed store keeps its bytes (a re-run of a finished stage is a no-op)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
         os.replace(tmp, path)
