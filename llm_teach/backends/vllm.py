@@ -13,6 +13,7 @@ vLLM starts worker processes: a script that builds this backend needs an
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -67,6 +68,17 @@ class VLLMBackend:
                             seed=self.config.seed, max_model_len=self.config.max_model_len,
                             enforce_eager=eager)
         self._vllm = vllm
+        # Left to interpreter teardown, the engine's threads can be destroyed while still
+        # joinable ("terminate called without an active exception", SIGABRT after the work is
+        # written): shut the engine core down while the interpreter is still whole.
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Shut the engine core (and its worker processes) down; idempotent."""
+        llm = self.__dict__.pop("llm", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
     @classmethod
     def from_options(cls, model: str, options) -> "VLLMBackend":
