@@ -40,8 +40,11 @@ $(VLLM_VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python -m llm_teach.demo
 
+# Two workers, one test file each at a time (`--dist loadfile`: a file's module-scoped server or
+# model starts once). Much of the suite waits on subprocess start-up, servers and I/O on one
+# core, so the second core is otherwise idle; tests that start 2-rank jobs take a free port.
 test: setup vllm-env
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from fault_server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ CONFIGS = {
 
 def launch(kind: str, *train_args, timeout: float = 900) -> subprocess.CompletedProcess:
     flags, env = CONFIGS[kind]
-    return subprocess.run([ACCELERATE, "launch", *flags, "-m", "llm_teach", "train", *map(str, train_args)],
+    # A port of its own: under `pytest -n` another 2-rank test may be running beside this one.
+    return subprocess.run([ACCELERATE, "launch", *flags, "--main_process_port", str(free_port()),
+                           "-m", "llm_teach", "train", *map(str, train_args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
 
 

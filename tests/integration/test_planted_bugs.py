@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from fault_server import free_port
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
@@ -25,7 +26,7 @@ def test_each_rank_masks_its_own_responses(tmp_path):
                                 for i in range(4)))
     out = tmp_path / "out"
     res = subprocess.run([ACCELERATE, "launch", "--config_file", "configs/accelerate/cpu-2proc.yaml",
-                          "tests/kdrl_rank_probe.py", str(out), str(problems)],
+                          "--main_process_port", str(free_port()), "tests/kdrl_rank_probe.py", str(out), str(problems)],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
