@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"student accuracy {label:>6}: {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} "
               f"({round(s['accuracy'] * s['n'])}/{s['n']} {s['benchmark']}, {s['model']})")
     print(f"change: {after['accuracy'] - before['accuracy']:+.3f}   wall time: {time.time() - started:.0f} s")
+    from llm_teach.report import write_report
+
+    print(f"report: {write_report(args.out)}")  # the last line: where to look next
     return 0
 
 

@@ -14,4 +14,5 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    epilog="Example: llm-teach eval --model tiny-random --benchmark rg:chain_sum --limit 4 --out runs/eval-try",
 )

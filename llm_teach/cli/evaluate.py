@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from llm_teach.evaluation import SuiteEntry
 
 
-@app.command("eval")
+@app.command("eval", epilog="Example: llm-teach eval --model tiny-random --benchmark rg:chain_sum --limit 4 "
+                                   "--max-new-tokens 16 --out runs/eval-try")
 def eval_(
     model: Annotated[str, typer.Option("--model", help="Model spec (see `llm-teach models list`) or served model name.")],
     out: opt.Out,

@@ -17,12 +17,19 @@ from llm_teach.cli import options as opt
 from llm_teach.stages import STAGES, run_stage
 
 generate_app = typer.Typer(help="Generate training data with a teaching stage (resumable: re-run the same --out).",
-                           no_args_is_help=True)
+                           no_args_is_help=True,
+                           epilog="Example: llm-teach generate ssb --teacher tiny-random --data rg:chain_sum --limit 4 "
+                                  "--out runs/ssb-try")
 app.add_typer(generate_app, name="generate")
 
 
+# One runnable example per stage (its `--help` ends with it): a tiny local model and offline problems.
+EXAMPLES = {stage: f"Example: llm-teach generate {stage} --teacher tiny-random --data rg:chain_sum --limit 4 "
+                   f"--out runs/{stage}-try" for stage in STAGES}
+
+
 def _register(stage: str, help_text: str) -> None:
-    @generate_app.command(stage, help=f"{help_text[0].upper()}{help_text[1:]}.")
+    @generate_app.command(stage, help=f"{help_text[0].upper()}{help_text[1:]}.", epilog=EXAMPLES[stage])
     def command(
         teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher model spec or served model name (required).")] = None,
         data: Annotated[Optional[str], typer.Option("--data", help="Problem source (required): gsm8k, math500, rg:TASK or a .jsonl/.parquet path.")] = None,

@@ -10,7 +10,7 @@ import llm_teach.cli.options as opt
 from llm_teach.cli.app import app
 
 
-@app.command("run")
+@app.command("run", epilog="Example: llm-teach run pipelines/demo.yaml --out runs/demo   (writes runs/demo/report.html at the end)")
 def run(
     pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see pipelines/).")],
     out: opt.Out,
@@ -19,8 +19,11 @@ def run(
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
 
+    from llm_teach.report import write_report
+
     results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo)
     print_results(results)
+    typer.echo(f"report: {write_report(out)}")
 
 
 def print_results(results: dict) -> None:

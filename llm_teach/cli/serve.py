@@ -50,7 +50,8 @@ class ServerCommand:
     env: dict[str, str] = field(default_factory=dict)
 
 
-@app.command("serve", context_settings={"allow_extra_args": True})
+@app.command("serve", context_settings={"allow_extra_args": True},
+             epilog="Example: llm-teach serve tiny-random --port 8000")
 def serve(
     ctx: typer.Context,
     spec: Annotated[str, typer.Argument(help="Model spec to serve, e.g. smollm2-135m, a local dir or a hub id.")],

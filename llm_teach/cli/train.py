@@ -17,7 +17,8 @@ import llm_teach.cli.options as opt
 from llm_teach.cli.app import app
 
 
-@app.command("train")
+@app.command("train", epilog="Example: llm-teach train --method sft --model tiny-random --data rg:chain_sum --limit 8 "
+                                "--max-steps 2 --out runs/sft-try")
 def train_(
     method: Annotated[str, typer.Option("--method", help="sft, dpo, grpo, kdrl or distill.")],
     out: Annotated[Optional[str], typer.Option("--out", help="Output directory (model, metrics.jsonl, manifest.json, checkpoints/).")] = None,
@@ -35,6 +36,7 @@ def train_(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     teacher_backend: Annotated[Optional[str], typer.Option("--teacher-backend", help="hf (in-process), openai (a vLLM server) or vllm.")] = None,
     teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1; never with a key in it (name the key's environment variable with --set teacher_api_key_env=NAME).")] = None,
+    report_to: Annotated[Optional[str], typer.Option("--report-to", help="none (default: metrics.jsonl only), tensorboard (OUT/tensorboard), trackio or wandb.")] = None,
     config: opt.ConfigFile = None,
     set_: opt.Set = None,
     show_options: Annotated[bool, typer.Option("--show-options", help="List the method's config keys with defaults and help, then exit.")] = False,
@@ -53,7 +55,7 @@ def train_(
     flags = dict(model=model, teacher=teacher, data=data, limit=limit, max_steps=max_steps,
                  learning_rate=learning_rate, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
                  lora_targets=lora_targets, merge=merge or None, teacher_backend=teacher_backend,
-                 teacher_base_url=teacher_base_url)
+                 teacher_base_url=teacher_base_url, report_to=report_to)
     given = {k: v for k, v in flags.items() if v is not None}
     teacher_keys = {k for k in given if k.startswith("teacher")}
     if teacher_keys and "teacher" not in cls.__dataclass_fields__:

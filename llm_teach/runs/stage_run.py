@@ -194,12 +194,19 @@ class StageRun:
     def usage(self) -> dict[str, dict[str, int]]:
         return Usage.total([w.usage for works in self._results.values() for w in works])
 
-    def finish(self, outputs: dict[str, list[dict[str, Any]]], **sections: Any) -> dict[str, Any]:
-        """Write each output file atomically, then the manifest with status "complete".
-        `sections` (e.g. `summary=...`, `rounds=...`) are added to the manifest."""
+    def finish(self, outputs: dict[str, list[dict[str, Any]]], primary: str | None = None,
+               **sections: Any) -> dict[str, Any]:
+        """Write each output file atomically, the dataset card (README.md, with `primary` -- the
+        records a trainer reads, default the first output -- as the default data), then the
+        manifest with status "complete". `sections` (e.g. `summary=...`) go to the manifest."""
+        from llm_teach.runs.cards import write_dataset_card
+
         for name, records in outputs.items():
             write_jsonl_atomic(self.out / name, records)
         counts = {**self.counts(), **{f"records/{name}": len(r) for name, r in outputs.items()}}
+        data = self.directory.data.record() if self.directory.data is not None else {}
+        write_dataset_card(self.out, self.stage, self.fingerprint["models"], outputs, primary or next(iter(outputs)),
+                           data.get("source"), counts, sections.get("decontamination"))
         return self._write_manifest("complete", counts=counts, outputs=sorted(outputs), **sections)
 
     # -- manifest -----------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def arte(problems: list[Problem], models: Models, config: ARTEConfig, out: str |
     base_accuracy = baseline.records["baseline"][0]["accuracy"]
     return run.finish(
         {"drafts.jsonl": drafts, "probe.jsonl": [p.to_dict() for p in probe], "dpo_pairs.jsonl": pairs,
-         "probe_selection.jsonl": selection, "sft.jsonl": sft},
+         "probe_selection.jsonl": selection, "sft.jsonl": sft}, primary="sft.jsonl",
         decontamination=decontam_report,
         summary={"problems": len(problems), "probe": len(probe), "seeds": len(seeds),
                  "probe_source": config.probe or "held-out split of --data", "probe_ids": [p.id for p in probe], "draft_questions": len(drafts),

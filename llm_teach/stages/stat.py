@@ -219,7 +219,7 @@ def stat(problems: list[Problem], models: Models, config: STATConfig, out: str |
         "syn_quota": allocate(profile, data_size(config.syn_size, problems)) if config.mode != "sel" else {},
     })
     return run.finish({"free_labels.jsonl": free, "labels.jsonl": labels, "answers.jsonl": answers, "missing.jsonl": missing,
-                       "synthetic.jsonl": synthetic, "sft.jsonl": sft},
+                       "synthetic.jsonl": synthetic, "sft.jsonl": sft}, primary="sft.jsonl",
                       files=["skills.json", "profile.json"], decontamination=decontam_report,
                       diagnosis=diagnosis_report,
                       summary={"problems": len(problems), "diagnosed": len(diagnosis), "skills": len(skills),

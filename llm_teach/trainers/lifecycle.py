@@ -26,6 +26,7 @@ from typing import Any
 
 from llm_teach import interrupts
 from llm_teach.errors import UserError
+from llm_teach.runs.cards import write_model_card
 from llm_teach.runs.directory import RunDirectory
 from llm_teach.runs.hashing import DataFingerprint, file_hash
 from llm_teach.trainers.train_config import TrainConfig
@@ -176,6 +177,7 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
                                  checkpoints=[p.name for p in checkpoint_dirs(out)],
                                  summary=metrics.summary,
                                  timings={"seconds_this_run": round(time.time() - started, 2)}, **base)
+        write_model_card(path, method, config, inputs.record(), metrics.summary)
     acc.wait_for_everyone()
     return path
 

@@ -16,6 +16,7 @@ from llm_teach.errors import UserError
 from llm_teach.models import first_line
 
 TeacherBackend = Literal["hf", "openai", "vllm"]  # kdrl/distill `teacher_backend`
+ReportTo = Literal["none", "tensorboard", "trackio", "wandb"]  # TRL's `report_to` integrations we name
 
 
 @dataclass
@@ -58,6 +59,9 @@ class TrainConfig:
     logging_steps: int = option("Optimizer steps between metrics.jsonl lines.", 1)
     save_steps: int = option("Optimizer steps between checkpoints (one is always written at the end).", 500)
     save_total_limit: int | None = option("Keep at most this many checkpoints (None = all).", 2)
+    report_to: ReportTo = option("Also send metrics to a tracker (TRL's report_to): none (metrics.jsonl only), "
+                                 "tensorboard (event files in OUT/tensorboard), trackio or wandb (their own "
+                                 "settings and logins apply).", "none")
     deepspeed: str | None = option("DeepSpeed JSON (e.g. configs/deepspeed/zero3.json) when launched with "
                                   "torchrun/deepspeed instead of an accelerate DeepSpeed config.")
 
@@ -85,10 +89,17 @@ def trl_kwargs(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """The TrainingArguments fields every TRL config takes, from our common fields.
 
     CPU defaults: `use_cpu=True` without CUDA (also what turns a 2-process launch into gloo
-    ranks), fp32, no gradient checkpointing, no reporting integrations, no dataloader workers
-    (the machine's two cores are for the model).
+    ranks), fp32, no gradient checkpointing, no reporting integrations unless `report_to`
+    names one, no dataloader workers (the machine's two cores are for the model).
     """
+    import os
+
     import torch
+
+    if cfg.report_to == "tensorboard":
+        # transformers' TensorBoardCallback reads its directory from this variable only (else a
+        # dated folder under checkpoints/); one run's events belong in its own OUT.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")
 
     return dict(
         output_dir=str(out / "checkpoints"),
@@ -111,7 +122,7 @@ def trl_kwargs(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        report_to="none",
+        report_to=cfg.report_to,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient each step
