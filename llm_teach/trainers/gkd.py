@@ -158,6 +158,34 @@ def last_hidden(model, input_ids, attention_mask) -> torch.Tensor:
     return out.hidden_states[-1][:, :-1]
 
 
+def make_loss(beta: float, temperature: float, chunk_size: int = 0, served: bool = False) -> TiledDistillLoss:
+    """GKD's loss module: generalized JSD(beta) at `temperature`, mean over completion tokens.
+    TRL's GKD loss has no T^2 factor; `DistillLoss` applies one, so lambda_kd = 1/T^2 cancels it.
+    A served teacher's top-k keeps its tail bucket at T = 1."""
+    return TiledDistillLoss(tile_rows=chunk_size or None, divergence="jsd", jsd_beta=beta, temperature=temperature,
+                            lambda_kd=1.0 / temperature ** 2, tail_temperature=1.0 if served else None)
+
+
+def local_teacher(teacher, head, inputs) -> dict[str, Any]:
+    """A local teacher's side of the loss: hidden states + lm-head (projected per tile: exact)."""
+    return {"teacher_hidden": last_hidden(teacher, inputs["input_ids"], inputs["attention_mask"]),
+            "teacher_head": head}
+
+
+def gkd_loss(loss: TiledDistillLoss, model, head, inputs: dict[str, torch.Tensor], teacher_inputs):
+    """The GKD loss of one batch (layout: `GKDCollator`): the student's hidden state at position
+    t predicts token t+1, scored where `labels[:, t+1] != -100` (the completion);
+    `teacher_inputs(inputs, mask)` gives the teacher keywords of `TiledDistillLoss` in the same
+    frame (plus an optional `teacher_mask` of rows it could score)."""
+    hidden = last_hidden(model, inputs["input_ids"], inputs["attention_mask"])
+    targets = inputs["input_ids"][:, 1:]
+    mask = (inputs["labels"][:, 1:] != -100).float()
+    teacher = dict(teacher_inputs(inputs, mask))
+    if "teacher_mask" in teacher:
+        mask = mask * teacher.pop("teacher_mask")
+    return loss(hidden, head, mask, targets, **teacher)
+
+
 class GKDTrainer(Trainer):
     """`transformers.Trainer` with GKD's batch choice and loss (module docstring).
 
@@ -198,14 +226,8 @@ class GKDTrainer(Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        hidden = last_hidden(model, inputs["input_ids"], inputs["attention_mask"])
-        targets = inputs["input_ids"][:, 1:]
-        mask = (inputs["labels"][:, 1:] != -100).float()
-        teacher = self.teacher_inputs(inputs, mask)
-        if "teacher_mask" in teacher:
-            mask = mask * teacher.pop("teacher_mask")
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        result = self.gkd_loss(hidden, head, mask, targets, **teacher)
+        result = gkd_loss(self.gkd_loss, model, head, inputs, self.teacher_inputs)
         stats = self.accelerator.reduce(torch.stack([result.kd * result.num_tokens, result.num_tokens]).detach(), "sum")
         kd, tokens = (stats[0] / stats[1].clamp(min=1.0)).item(), stats[1].item()
         self._metrics["kd_loss"].append(kd)
@@ -213,12 +235,12 @@ class GKDTrainer(Trainer):
         return (result.loss, None) if return_outputs else result.loss
 
     @torch.no_grad()
-    def teacher_inputs(self, inputs, mask) -> dict[str, Any]:
+    def teacher_inputs(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, Any]:
         """The local teacher's hidden states and lm-head (the loss projects them per tile: its
         exact full distribution), or a served teacher's top-k with its tail mass."""
         if isinstance(self.teacher, torch.nn.Module):
-            return {"teacher_hidden": last_hidden(self.teacher, inputs["input_ids"], inputs["attention_mask"]),
-                    "teacher_head": self.accelerator.unwrap_model(self.teacher).get_output_embeddings()}
+            return local_teacher(self.teacher, self.accelerator.unwrap_model(self.teacher).get_output_embeddings(),
+                                 inputs)
         from llm_teach.trainers.gkd_served import served_teacher_inputs
 
         prompts = [self.prompts[i] for i in inputs["index"].tolist()]
@@ -245,10 +267,7 @@ def build_trainer(cfg: GKDConfig, out: Path, callbacks=None):
     rows = build_rows(cfg, tokenizer)
     student = load_student(cfg)
     teacher = make_teacher(cfg, tokenizer)
-    # TRL's GKD loss has no T^2 factor; DistillLoss applies one, lambda_kd = 1/T^2 cancels it.
-    loss = TiledDistillLoss(tile_rows=cfg.chunk_size or None, divergence="jsd", jsd_beta=cfg.beta,
-                            temperature=cfg.temperature, lambda_kd=1.0 / cfg.temperature ** 2,
-                            tail_temperature=None if cfg.teacher_backend == "hf" else 1.0)
+    loss = make_loss(cfg.beta, cfg.temperature, cfg.chunk_size, served=cfg.teacher_backend != "hf")
     model = student
     if cfg.lora_r:
         from peft import get_peft_model
