@@ -94,10 +94,14 @@ class GKDConfig(WatchConfig):
 
 def build_rows(cfg: GKDConfig, tokenizer) -> list[dict[str, Any]]:
     """Token ids of every prompt and its dataset completion. Problems: the evaluation prompt and
-    the worked solution (or `\\boxed{answer}`); records: `{prompt, completion}` text or chat."""
+    the worked solution (or `\\boxed{answer}`); records: `{prompt, completion}` text or chat
+    (a JSONL file whose first record has a `question` is a problems file)."""
     pairs = []
-    if is_records_file(cfg.data):
-        for where, rec in read_records(cfg.data, cfg.limit):
+    records = read_records(cfg.data, cfg.limit) if is_records_file(cfg.data) else []
+    if records and "question" in records[0][1]:
+        records = []  # a problems file
+    if records:
+        for where, rec in records:
             require(rec, ("prompt", "completion"), where, "gkd")
             if not isinstance(rec["completion"], str):
                 raise UserError(f"{where}: 'completion' must be text")
@@ -222,7 +226,8 @@ class GKDTrainer(Trainer):
                                              ) as unwrapped:
                 ids, attention, labels = TRLGKD.generate_on_policy_outputs(unwrapped, inputs, self.generation_config)
             inputs = {**inputs, "input_ids": ids, "attention_mask": attention, "labels": labels}
-        self._metrics["on_policy"].append(float(on_policy))
+        # mean over ranks: 0 or 1 unless the ranks disagreed on the draw
+        self._metrics["on_policy"].append(self.accelerator.reduce(torch.tensor(float(on_policy)), "mean").item())
         return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
