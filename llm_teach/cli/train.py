@@ -1,4 +1,4 @@
-"""`llm-teach train --method sft|dpo|grpo|kdrl|distill`: train the student.
+"""`llm-teach train --method sft|dpo|grpo|kdrl|distill|gkd`: train the student.
 
 Options come, lowest priority first, from `--config FILE` (YAML with the method's config
 keys), the flags below, and `--set key=value`. `--show-options` lists every key of a method with
@@ -20,7 +20,7 @@ from llm_teach.cli.app import app
 @app.command("train", epilog="Example: llm-teach train --method sft --model tiny-random --data rg:chain_sum --limit 8 "
                                 "--max-steps 2 --out runs/sft-try")
 def train_(
-    method: Annotated[str, typer.Option("--method", help="sft, dpo, grpo, kdrl or distill.")],
+    method: Annotated[str, typer.Option("--method", help="sft, dpo, grpo, kdrl, distill or gkd.")],
     out: Annotated[Optional[str], typer.Option("--out", help="Output directory (model, metrics.jsonl, manifest.json, checkpoints/).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Student model spec (see `llm-teach models list`).")] = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="kdrl/distill: teacher model spec, or served model name with --teacher-backend openai.")] = None,
@@ -37,6 +37,8 @@ def train_(
     teacher_backend: Annotated[Optional[str], typer.Option("--teacher-backend", help="hf (in-process), openai (a vLLM server) or vllm.")] = None,
     teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1; never with a key in it (name the key's environment variable with --set teacher_api_key_env=NAME).")] = None,
     report_to: Annotated[Optional[str], typer.Option("--report-to", help="none (default: metrics.jsonl only), tensorboard (OUT/tensorboard), trackio or wandb.")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="distill/gkd/kdrl teacher-hacking watch: a stronger reference model spec (golden signal).")] = None,
+    stop_on_teacher_hacking: Annotated[bool, typer.Option("--stop-on-teacher-hacking", help="distill/gkd/kdrl: stop when the teacher-hacking watch fires (needs --set hacking_watch_steps=N).")] = False,
     config: opt.ConfigFile = None,
     set_: opt.Set = None,
     show_options: Annotated[bool, typer.Option("--show-options", help="List the method's config keys with defaults and help, then exit.")] = False,
@@ -55,11 +57,15 @@ def train_(
     flags = dict(model=model, teacher=teacher, data=data, limit=limit, max_steps=max_steps,
                  learning_rate=learning_rate, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
                  lora_targets=lora_targets, merge=merge or None, teacher_backend=teacher_backend,
-                 teacher_base_url=teacher_base_url, report_to=report_to)
+                 teacher_base_url=teacher_base_url, report_to=report_to, reference=reference,
+                 stop_on_teacher_hacking=stop_on_teacher_hacking or None)
     given = {k: v for k, v in flags.items() if v is not None}
     teacher_keys = {k for k in given if k.startswith("teacher")}
+    watch_keys = {k for k in given if k in ("reference", "stop_on_teacher_hacking")}
+    if watch_keys and "reference" not in cls.__dataclass_fields__:
+        raise UserError(f"--{sorted(watch_keys)[0].replace('_', '-')} is only used by distill, gkd and kdrl, not {method}")
     if teacher_keys and "teacher" not in cls.__dataclass_fields__:
-        raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl and distill, not {method}")
+        raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl, distill and gkd, not {method}")
     cfg = load(cls, config, set_, flags=given)
     path = train(method, cfg.to_dict(), out, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process of a launch

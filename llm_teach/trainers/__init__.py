@@ -16,7 +16,9 @@ One entry point for the CLI and the stages::
 | grpo    | Problems (reward: `llm_teach.grading` correctness)        | trl.GRPOTrainer                   |
 | kdrl    | Problems + a teacher                                     | trl.GRPOTrainer subclass (kdrl.py)|
 | distill | `{prompt, teacher_prompt, completion, logits_ref}`       | transformers.Trainer subclass     |
+| gkd     | Problems or `{prompt, completion}` + a teacher           | Trainer + trl GKD pieces (gkd.py) |
 
+distill, gkd and kdrl take the teacher-hacking watch's options (`hacking_watch.WatchConfig`).
 Every run writes OUT/metrics.jsonl, OUT/manifest.json and OUT/checkpoints/ (see lifecycle.py).
 """
 
@@ -35,6 +37,7 @@ METHODS = {
     "grpo": ("llm_teach.trainers.grpo", "GRPOConfig"),
     "kdrl": ("llm_teach.trainers.kdrl", "KDRLConfig"),
     "distill": ("llm_teach.trainers.distill", "DistillConfig"),
+    "gkd": ("llm_teach.trainers.gkd", "GKDConfig"),
 }
 
 

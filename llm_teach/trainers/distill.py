@@ -49,7 +49,8 @@ from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
 from llm_teach.trainers.records import end_turns, is_records_file, read_records, require
-from llm_teach.trainers.train_config import TeacherBackend, TrainConfig, lora_config, make_args, trl_kwargs
+from llm_teach.trainers.hacking_watch import WatchConfig, watch_callbacks
+from llm_teach.trainers.train_config import TeacherBackend, lora_config, make_args, trl_kwargs
 from llm_teach.trainers.losses.distill import Divergence
 from llm_teach.trainers.losses.tiled import TiledDistillLoss
 
@@ -57,7 +58,7 @@ Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records`
 
 
 @dataclass
-class DistillConfig(TrainConfig):
+class DistillConfig(WatchConfig):
     """Distillation from stored top-k teacher log-probs or an online teacher."""
 
     learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
@@ -366,6 +367,7 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
         if cfg.qlora:
             student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = get_peft_model(student, lora_config(cfg))
+    callbacks = (callbacks or []) + watch_callbacks(cfg, out, tokenizer, teacher)
     return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                           data_collator=DistillCollator(tokenizer.pad_token_id, tail), processing_class=tokenizer,
                           callbacks=callbacks, loss=loss, teacher=teacher)

@@ -54,6 +54,7 @@ from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
+from llm_teach.trainers.hacking_watch import WatchConfig, watch_callbacks
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
 from llm_teach.trainers.losses.kdrl import (Estimator, beta_schedule, importance_weights, kd_estimator, kd_term,
@@ -61,7 +62,7 @@ from llm_teach.trainers.losses.kdrl import (Estimator, beta_schedule, importance
 
 
 @dataclass
-class KDRLConfig(GRPOConfig):
+class KDRLConfig(GRPOConfig, WatchConfig):
     """GRPO + teacher KD on the student's rollouts (paper defaults for the KD schedule)."""
 
     teacher: str | None = option("Teacher: a model spec (teacher_backend=hf/vllm) or the served model name "
@@ -270,4 +271,6 @@ def build_trainer(cfg: KDRLConfig, out: Path, callbacks=None):
                                                         "teacher_batch_size")}
     return KDRLTrainer(model=student, reward_funcs=reward_functions(cfg)[0], args=args,
                        train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
-                       peft_config=lora_config(cfg), callbacks=callbacks, teacher=teacher, **kd)
+                       peft_config=lora_config(cfg), teacher=teacher, **kd,
+                       callbacks=(callbacks or []) + watch_callbacks(
+                           cfg, out, tokenizer, teacher if isinstance(teacher, torch.nn.Module) else None))

@@ -79,3 +79,14 @@ def test_kdrl_two_ranks(tmp_path, data, kind):
     rows = check(out, res)
     assert all(r["kd_loss"] > 0 and r["kd_masked_frac"] == 0.0 for r in rows)
     assert [r["beta"] for r in rows] == pytest.approx([5e-3, 4.95e-3])
+
+
+def test_gkd_two_ranks(tmp_path, data):
+    """gkd under 2 gloo ranks: the lmbda draw is the same on both (one seed), kd_loss is reduced
+    over both ranks."""
+    out = tmp_path / "out"
+    res = launch("gloo", "--method", "gkd", "--model", "tiny-random", "--teacher", "tiny-random?seed=1",
+                 "--data", data["problems"], "--max-steps", "2", "--out", out,
+                 "--set", "per_device_train_batch_size=1", "--set", "max_new_tokens=4", "--set", "lmbda=0.5")
+    rows = check(out, res)
+    assert all(r["kd_loss"] > 0 and r["on_policy"] in (0.0, 1.0) for r in rows)
