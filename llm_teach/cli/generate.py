@@ -43,7 +43,7 @@ def _register(stage: str, help_text: str) -> None:
         diagnose: Annotated[Optional[str], typer.Option(
             "--diagnose", help="stat: problem source of the diagnosis set (default: a held-out split of --data).")] = None,
         teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="hf, openai or vllm.")] = "hf",
-        teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
+        teacher_base_url: Annotated[Optional[list[str]], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
         teacher_api_key_env: Annotated[Optional[str], typer.Option("--teacher-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--teacher-"))] = None,
         teacher_max_concurrency: Annotated[int, typer.Option("--teacher-max-concurrency")] = 8,
         teacher_dtype: Annotated[str, typer.Option("--teacher-dtype")] = "auto",
@@ -53,7 +53,7 @@ def _register(stage: str, help_text: str) -> None:
         teacher_max_retries: Annotated[int, typer.Option("--teacher-max-retries")] = 6,
         teacher_tokenizer: Annotated[Optional[str], typer.Option("--teacher-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
         student_backend: Annotated[str, typer.Option("--student-backend", help="hf, openai or vllm.")] = "hf",
-        student_base_url: Annotated[Optional[str], typer.Option("--student-base-url", help=opt.BASE_URL_HELP.replace("--", "--student-"))] = None,
+        student_base_url: Annotated[Optional[list[str]], typer.Option("--student-base-url", help=opt.BASE_URL_HELP.replace("--", "--student-"))] = None,
         student_api_key_env: Annotated[Optional[str], typer.Option("--student-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--student-"))] = None,
         student_max_concurrency: Annotated[int, typer.Option("--student-max-concurrency")] = 8,
         student_dtype: Annotated[str, typer.Option("--student-dtype")] = "auto",
