@@ -62,9 +62,15 @@ def _register(stage: str, help_text: str) -> None:
         student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
+        shard: Annotated[Optional[str], typer.Option(
+            "--shard", help="K/N: run only shard K of N (every N-th work unit of chunk_size problems, from the "
+                            "K-th), into its own --out; combine the N outputs with `llm-teach merge`. Only stages "
+                            "whose every step is per problem shard (ssb); stat, arte and llm2llm refuse, since "
+                            "they have steps over all problems (catalog, alignment, rounds).")] = None,
         show_options: Annotated[bool, typer.Option("--show-options", help="List the stage's config keys (for --config and --set) with defaults and help, then exit.")] = False,
     ) -> None:
         from llm_teach.errors import UserError
+        from llm_teach.runs.shard import Shard
         from llm_teach.stages import load_stage
         from llm_teach.stages.roles import Models
 
@@ -74,6 +80,7 @@ def _register(stage: str, help_text: str) -> None:
         missing = [flag for flag, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if value is None]
         if missing:
             raise UserError(f"generate {stage} needs {', '.join(missing)} (see `llm-teach generate {stage} --help`)")
+        parsed_shard = Shard.parse(shard) if shard is not None else None
 
         models = Models(
             teacher=teacher,
@@ -89,7 +96,8 @@ def _register(stage: str, help_text: str) -> None:
         )
         manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
                              out=out, config_file=config, overrides=set_, decontaminate=decontaminate,
-                             no_decontaminate=no_decontaminate, sources={"probe": probe, "diagnose": diagnose})
+                             no_decontaminate=no_decontaminate, sources={"probe": probe, "diagnose": diagnose},
+                             shard=parsed_shard)
         print_counts(stage, out, manifest)
 
     command.__name__ = f"generate_{stage}"
