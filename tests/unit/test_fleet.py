@@ -78,3 +78,30 @@ def test_urls_from_a_repeated_option_or_commas_and_each_is_masked():
     with pytest.raises(UserError, match="--teacher-base-url: the server URL carries a credential"):
         backend_options("openai", ["http://a:1/v1", "http://b:2/v1?api_key=x"], None, 8, "auto", 1, 1,
                         prefix="--teacher-")
+
+
+def test_a_stage_manifest_records_the_served_backends_per_server_counts(tmp_path):
+    """Stages reach a fleet through `Metered`; the backend's live `stats` (what FleetTransport
+    fills) land in manifest.json under `backend_stats.<role>`."""
+    from llm_teach.data import load_problems
+    from llm_teach.stages.roles import Models
+    from llm_teach.stages.ssb import SSBConfig, ssb
+    from stage_cases import ssb_models
+
+    problems = load_problems("rg:chain_sum", limit=2)
+    model = ssb_models(problems)
+    model.stats = {"requests": 0, "servers": [{"server": "http://a:1/v1", "requests": 0}]}
+    real_generate = model.generate
+
+    def generate(prompts, n, sampling):  # counts like a served backend would
+        model.stats["requests"] += len(prompts)
+        model.stats["servers"][0]["requests"] += len(prompts)
+        return real_generate(prompts, n, sampling)
+
+    model.generate = generate
+    manifest = ssb(problems, Models.of(model), SSBConfig(chunk_size=1, top_k=3, rollouts=4), tmp_path)
+    # one model in both roles (self-distillation): one backend, one stats dict, seen by both
+    generated = sum(role["prompts"] for role in manifest["usage"].values())
+    assert manifest["backend_stats"]["student"] is not None
+    assert generated >= 4 and manifest["backend_stats"]["teacher"] == {
+        "requests": generated, "servers": [{"server": "http://a:1/v1", "requests": generated}]}
