@@ -62,11 +62,7 @@ def _register(stage: str, help_text: str) -> None:
         student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
-        shard: Annotated[Optional[str], typer.Option(
-            "--shard", help="K/N: run only shard K of N (every N-th work unit of chunk_size problems, from the "
-                            "K-th), into its own --out; combine the N outputs with `llm-teach merge`. Only stages "
-                            "whose every step is per problem shard (ssb); stat, arte and llm2llm refuse, since "
-                            "they have steps over all problems (catalog, alignment, rounds).")] = None,
+        shard: opt.Shard = None,
         show_options: Annotated[bool, typer.Option("--show-options", help="List the stage's config keys (for --config and --set) with defaults and help, then exit.")] = False,
     ) -> None:
         from llm_teach.errors import UserError

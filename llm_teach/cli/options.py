@@ -32,6 +32,11 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on 
 BatchSize = Annotated[int, typer.Option("--batch-size", help="hf backend: sequences per forward pass.")]
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="vllm backend: GPUs per model.")]
 ConfigFile = Annotated[Optional[str], typer.Option("--config", help="YAML file with options for this command.")]
+Shard = Annotated[Optional[str], typer.Option(
+    "--shard", help="K/N: run only shard K of N (every N-th work unit of chunk_size problems, from the K-th), into "
+                    "its own --out; combine the N outputs with `llm-teach merge`. Only stages whose every step is "
+                    "per problem shard (ssb); stat, arte and llm2llm refuse, since they have steps over all "
+                    "problems (catalog, alignment, rounds).")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one option: key=value (repeatable).")]
 
 
