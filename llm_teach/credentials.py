@@ -20,12 +20,14 @@ The rule for which credential a request carries (also in the `--base-url` help):
 from __future__ import annotations
 
 import re
+from typing import Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 # Query parameters that carry a credential (case-insensitive, - and _ alike).
 _SECRET_PARAM = re.compile(r"^(api[-_]?key|key|(access[-_]?|auth[-_]?|id[-_]?)?token|auth|password|passwd|secret|"
                            r"client[-_]?secret|sig|signature)$", re.IGNORECASE)
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# No comma: several server URLs are written comma-separated (a fleet), each masked on its own.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\",<>]+")
 MASK = "***"
 
 
@@ -36,7 +38,12 @@ def secret_params(url: str) -> list[str]:
 
 def check_url(url: str | None, key_option: str = "--api-key-env") -> None:
     """Refuse a server URL that carries a key in its query string (ValueError, never showing
-    the key). `key_option` is how the caller's user names the key's variable (a flag or a key)."""
+    the key). `key_option` is how the caller's user names the key's variable (a flag or a key).
+    Several comma-separated URLs (a fleet) are checked one by one."""
+    if url and len(split_urls(url)) > 1:
+        for one in split_urls(url):
+            check_url(one, key_option)
+        return
     if not url:
         return
     names = secret_params(url)
@@ -51,7 +58,7 @@ def check_url(url: str | None, key_option: str = "--api-key-env") -> None:
 
 def check_auth(url: str | None, api_key_env: str | None, key_option: str = "--api-key-env") -> None:
     """Refuse `user:password@` in the URL together with a key variable (see the module's rule)."""
-    if url and api_key_env and urlsplit(url).password is not None:
+    if url and api_key_env and any(urlsplit(one).password is not None for one in split_urls(url)):
         raise ValueError(f"the server URL has user:password@ credentials and {key_option} names a key; "
                          f"a request carries one of them: drop one")
 
@@ -85,3 +92,17 @@ def mask_url(url: str) -> str:
 def mask_text(text: str) -> str:
     """`text` (a command line, a message, a config value) with every URL in it masked."""
     return _URL.sub(lambda m: mask_url(m[0]), text) if "://" in text else text
+
+
+def split_urls(value: str | Sequence[str] | None) -> list[str]:
+    """The server URLs in an option value: a list (a repeated option), and/or comma-separated."""
+    if not value:
+        return []
+    parts = [value] if isinstance(value, str) else list(value)
+    urls = [u.strip() for part in parts for u in part.split(",") if u.strip()]
+    seen = set()
+    for url in urls:
+        if url in seen:
+            raise ValueError(f"server URL {mask_url(url)} is listed twice")
+        seen.add(url)
+    return urls

@@ -114,44 +114,58 @@ class Transport:
     async def post(self, session: Session, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST with retries. Returns the JSON body of a 200, or raises a one-line UserError
         (`ServerRejected` for a 4xx, which is never retried)."""
-        cfg, url = self.config, self.url + path
+        cfg = self.config
         last = ""
         for attempt in range(cfg.max_retries + 1):
-            wait: float | None = None
-            async with session.slots:
-                self.stats["requests"] += 1
-                try:
-                    response = await session.client.post(url, json=payload)
-                except httpx.TimeoutException:
-                    cause, last = "timeout", f"no answer within {cfg.timeout:g}s"
-                except httpx.TransportError as exc:
-                    cause, last = "connection", f"connection error ({type(exc).__name__}{_colon(exc)})"
-                else:
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            body = response.json()
-                        except ValueError:
-                            body = None
-                        if isinstance(body, dict):
-                            return body
-                        cause, last = "bad_response", "HTTP 200 with a body that is not a JSON object"
-                    elif status == 429 or status >= 500:
-                        cause = "http_429" if status == 429 else "http_5xx"
-                        last = f"HTTP {status} {response.reason_phrase}".strip()
-                        wait = _retry_after(response.headers.get("retry-after"))
-                    else:
-                        detail = self._scrub(_error_detail(response))
-                        hint = " (check --api-key-env)" if status in (401, 403) else ""
-                        raise ServerRejected(f"server {self.base_url} rejected {path}: HTTP {status}: "
-                                             f"{detail[:300]}{hint}", status, detail)
+            result = await self.attempt(session, path, payload)
+            if isinstance(result, dict):
+                return result
+            cause, last, wait = result
             if attempt == cfg.max_retries:
                 break
             self.stats["retries"][cause] += 1
-            if wait is None:
-                wait = random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** attempt))
-            await asyncio.sleep(min(wait, cfg.retry_after_max))
+            await asyncio.sleep(self.backoff(attempt, wait))
         raise UserError(f"server {self.base_url} failed {cfg.max_retries + 1} attempts at {path}; last: {last}")
+
+    async def attempt(self, session: Session, path: str,
+                      payload: dict[str, Any]) -> dict[str, Any] | tuple[str, str, float | None]:
+        """One POST: the JSON body of a 200, or `(cause, description, Retry-After seconds or
+        None)` of a retryable failure; a non-retryable 4xx raises `ServerRejected`. The retry
+        policy is the caller's (`post` here, the fleet's failover in `backends.fleet`)."""
+        cfg, url = self.config, self.url + path
+        wait: float | None = None
+        async with session.slots:
+            self.stats["requests"] += 1
+            try:
+                response = await session.client.post(url, json=payload)
+            except httpx.TimeoutException:
+                return "timeout", f"no answer within {cfg.timeout:g}s", None
+            except httpx.TransportError as exc:
+                return "connection", f"connection error ({type(exc).__name__}{_colon(exc)})", None
+        status = response.status_code
+        if status == 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                return body
+            return "bad_response", "HTTP 200 with a body that is not a JSON object", None
+        if status == 429 or status >= 500:
+            wait = _retry_after(response.headers.get("retry-after"))
+            return ("http_429" if status == 429 else "http_5xx"), f"HTTP {status} {response.reason_phrase}".strip(), wait
+        detail = self._scrub(_error_detail(response))
+        hint = " (check --api-key-env)" if status in (401, 403) else ""
+        raise ServerRejected(f"server {self.base_url} rejected {path}: HTTP {status}: {detail[:300]}{hint}",
+                             status, detail)
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry `attempt + 1`: the server's Retry-After (capped), else
+        exponential backoff with full jitter."""
+        cfg = self.config
+        if retry_after is None:
+            retry_after = random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** attempt))
+        return min(retry_after, cfg.retry_after_max)
 
     def _scrub(self, text: str) -> str:
         secrets = [self._api_key, self._basic_auth[1] if self._basic_auth else None]

@@ -19,12 +19,13 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, cut_at_stop,
                                      encode_prompt, refuse_tail)
-from llm_teach.backends.http import HTTPConfig, ServerRejected, Session, Transport, gather_or_cancel, run_sync
+from llm_teach.backends.fleet import FleetConfig, make_transport
+from llm_teach.backends.http import HTTPConfig, ServerRejected, Session, gather_or_cancel, run_sync
 from llm_teach.errors import UserError
 
 # Fields only vLLM (and close relatives) understand; strict servers answer 422 to them.
@@ -36,6 +37,7 @@ class OpenAIConfig(HTTPConfig):
     """How to reach and treat an OpenAI-compatible server (the transport's fields, then ours)."""
 
     tokenizer: str | None = None  # score(): model spec of the served model's tokenizer (default: the model name)
+    fleet: FleetConfig = field(default_factory=FleetConfig)  # several comma-separated base URLs: failover rules
 
 
 class OpenAIBackend:
@@ -43,13 +45,15 @@ class OpenAIBackend:
 
     `stats` is what evaluation writes into manifest.json as `backend_stats`: `requests` (HTTP
     attempts, retries included), `retries` by cause (http_429, http_5xx, timeout, connection,
-    bad_response), `fan_out_requests`, `server_ignores_n`, and the servers' `usage` token counts.
+    bad_response), `fan_out_requests`, `server_ignores_n`, and the servers' `usage` token counts;
+    with several base URLs also `servers`: requests, failures and cool-downs per server.
     """
 
     name = "openai"
 
     def __init__(self, model: str, config: OpenAIConfig):
-        self._http = Transport(config)  # checks the config, reads the key, masks the URL
+        # One URL: a `Transport`; several (comma-separated): a fleet of them (`backends.fleet`).
+        self._http = make_transport(config, config.fleet)  # checks the config, reads the key, masks the URLs
         self.model = model
         self.config = config
         self.base_url = self._http.base_url  # what messages, stats and reprs show

@@ -14,7 +14,7 @@ from llm_teach.cli.app import app
 
 # Importing the command modules registers their commands on `app` (each imports its heavy
 # dependencies inside the command, so `llm-teach --help` stays fast).
-from llm_teach.cli import doctor, evaluate, generate, models, report, run, serve, train  # noqa: F401
+from llm_teach.cli import doctor, evaluate, generate, merge, models, report, run, serve, train  # noqa: F401
 
 
 INTERRUPTED = "interrupted; re-run the same command to resume"

@@ -50,7 +50,7 @@ def _register(stage: str, help_text: str) -> None:
         diagnose: Annotated[Optional[str], typer.Option(
             "--diagnose", help="stat: problem source of the diagnosis set (default: a held-out split of --data).")] = None,
         teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="hf, openai or vllm.")] = "hf",
-        teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
+        teacher_base_url: Annotated[Optional[list[str]], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
         teacher_api_key_env: Annotated[Optional[str], typer.Option("--teacher-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--teacher-"))] = None,
         teacher_max_concurrency: Annotated[int, typer.Option("--teacher-max-concurrency")] = 8,
         teacher_dtype: Annotated[str, typer.Option("--teacher-dtype")] = "auto",
@@ -60,7 +60,7 @@ def _register(stage: str, help_text: str) -> None:
         teacher_max_retries: Annotated[int, typer.Option("--teacher-max-retries")] = 6,
         teacher_tokenizer: Annotated[Optional[str], typer.Option("--teacher-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
         student_backend: Annotated[str, typer.Option("--student-backend", help="hf, openai or vllm.")] = "hf",
-        student_base_url: Annotated[Optional[str], typer.Option("--student-base-url", help=opt.BASE_URL_HELP.replace("--", "--student-"))] = None,
+        student_base_url: Annotated[Optional[list[str]], typer.Option("--student-base-url", help=opt.BASE_URL_HELP.replace("--", "--student-"))] = None,
         student_api_key_env: Annotated[Optional[str], typer.Option("--student-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--student-"))] = None,
         student_max_concurrency: Annotated[int, typer.Option("--student-max-concurrency")] = 8,
         student_dtype: Annotated[str, typer.Option("--student-dtype")] = "auto",
@@ -69,9 +69,11 @@ def _register(stage: str, help_text: str) -> None:
         student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
         student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
         student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
+        shard: opt.Shard = None,
         show_options: Annotated[bool, typer.Option("--show-options", help="List the stage's config keys (for --config and --set) with defaults and help, then exit.")] = False,
     ) -> None:
         from llm_teach.errors import UserError
+        from llm_teach.runs.shard import Shard
         from llm_teach.stages import load_stage
         from llm_teach.stages.roles import Models
 
@@ -81,6 +83,7 @@ def _register(stage: str, help_text: str) -> None:
         missing = [flag for flag, value in (("--teacher", teacher), ("--data", data), ("--out", out)) if value is None]
         if missing:
             raise UserError(f"generate {stage} needs {', '.join(missing)} (see `llm-teach generate {stage} --help`)")
+        parsed_shard = Shard.parse(shard) if shard is not None else None
 
         models = Models(
             teacher=teacher,
@@ -96,7 +99,8 @@ def _register(stage: str, help_text: str) -> None:
         )
         manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
                              out=out, config_file=config, overrides=set_, decontaminate=decontaminate,
-                             no_decontaminate=no_decontaminate, sources={"probe": probe, "diagnose": diagnose})
+                             no_decontaminate=no_decontaminate, sources={"probe": probe, "diagnose": diagnose},
+                             shard=parsed_shard)
         print_counts(stage, out, manifest)
 
     command.__name__ = f"generate_{stage}"

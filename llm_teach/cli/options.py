@@ -14,13 +14,15 @@ Limit = Annotated[Optional[int], typer.Option("--limit", help="Use only the firs
 Columns = Annotated[Optional[str], typer.Option("--columns", help="Map a file's columns: question=COL,answer=COL[,id=COL,solution=COL].")]
 Out = Annotated[str, typer.Option("--out", help="Output directory; re-running with the same one resumes.")]
 Backend = Annotated[str, typer.Option("--backend", help="hf (in-process transformers), openai (any compatible server) or vllm (in-process).")]
-BASE_URL_HELP = ("openai backend: server URL, e.g. http://127.0.0.1:8000/v1. Never put a key in it (?api_key= is "
+BASE_URL_HELP = ("openai backend: server URL, e.g. http://127.0.0.1:8000/v1. Several servers (a fleet): repeat "
+                 "the option or separate URLs by commas; each request goes to the least-loaded one, a failing "
+                 "one is taken out for a cool-down. Never put a key in it (?api_key= is "
                  "refused; use --api-key-env); user:password@ is sent as HTTP Basic auth, only without "
                  "--api-key-env, and is masked in manifests and messages.")
 API_KEY_ENV_HELP = ("openai backend: name of the environment variable holding the API key, sent as a Bearer "
                     "token (default: OPENAI_API_KEY when set and the URL has no user:password@). The key is "
                     "never recorded.")
-BaseUrl = Annotated[Optional[str], typer.Option("--base-url", help=BASE_URL_HELP)]
+BaseUrl = Annotated[Optional[list[str]], typer.Option("--base-url", help=BASE_URL_HELP)]
 ApiKeyEnv = Annotated[Optional[str], typer.Option("--api-key-env", help=API_KEY_ENV_HELP)]
 MaxConcurrency = Annotated[int, typer.Option("--max-concurrency", help="openai backend: requests in flight.")]
 RequestTimeout = Annotated[float, typer.Option("--timeout", help="openai backend: seconds to wait for one response.")]
@@ -30,16 +32,25 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on 
 BatchSize = Annotated[int, typer.Option("--batch-size", help="hf backend: sequences per forward pass.")]
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="vllm backend: GPUs per model.")]
 ConfigFile = Annotated[Optional[str], typer.Option("--config", help="YAML file with options for this command.")]
+Shard = Annotated[Optional[str], typer.Option(
+    "--shard", help="K/N: run only shard K of N (every N-th work unit of chunk_size problems, from the K-th), into "
+                    "its own --out; combine the N outputs with `llm-teach merge`. Only stages whose every step is "
+                    "per problem shard (ssb); stat, arte and llm2llm refuse, since they have steps over all "
+                    "problems (catalog, alignment, rounds).")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override one option: key=value (repeatable).")]
 
 
-def backend_options(backend: str, base_url: str | None, api_key_env: str | None, max_concurrency: int,
+def backend_options(backend: str, base_url: str | list[str] | None, api_key_env: str | None, max_concurrency: int,
                     dtype: str, batch_size: int, tensor_parallel_size: int, timeout: float = 600.0,
                     max_retries: int = 6, tokenizer: str | None = None, prefix: str = "--") -> BackendOptions:
     """BackendOptions from the flags; `prefix` is how they are spelled ("--", "--teacher-", ...)
     so that a refusal names the flag the user typed."""
-    from llm_teach.credentials import check_auth, check_url
+    from llm_teach.credentials import check_auth, check_url, split_urls
 
+    try:
+        base_url = ",".join(split_urls(base_url)) or None  # a repeated option or A,B: one comma-separated value
+    except ValueError as exc:
+        raise UserError(f"{prefix}base-url: {exc}") from None
     if backend == "openai" and not base_url:
         raise UserError(f"{prefix}backend openai needs {prefix}base-url (e.g. http://127.0.0.1:8000/v1)")
     try:

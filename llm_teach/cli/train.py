@@ -35,7 +35,7 @@ def train_(
     merge: Annotated[bool, typer.Option("--merge", help="With LoRA: also write merged weights to OUT/model.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
     teacher_backend: Annotated[Optional[str], typer.Option("--teacher-backend", help="hf (in-process), openai (a vLLM server) or vllm.")] = None,
-    teacher_base_url: Annotated[Optional[str], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1; never with a key in it (name the key's environment variable with --set teacher_api_key_env=NAME).")] = None,
+    teacher_base_url: Annotated[Optional[list[str]], typer.Option("--teacher-base-url", help="--teacher-backend openai: e.g. http://127.0.0.1:8000/v1 (several servers: repeat it or separate by commas; requests go to the least-loaded, a failing one is taken out for a cool-down); never with a key in it (name the key's environment variable with --set teacher_api_key_env=NAME).")] = None,
     report_to: Annotated[Optional[str], typer.Option("--report-to", help="none (default: metrics.jsonl only), tensorboard (OUT/tensorboard), trackio or wandb.")] = None,
     reference: Annotated[Optional[str], typer.Option("--reference", help="distill/gkd/kdrl teacher-hacking watch: a stronger reference model spec (golden signal).")] = None,
     stop_on_teacher_hacking: Annotated[bool, typer.Option("--stop-on-teacher-hacking", help="distill/gkd/kdrl: stop when the teacher-hacking watch fires (needs --set hacking_watch_steps=N).")] = False,
@@ -57,8 +57,8 @@ def train_(
     flags = dict(model=model, teacher=teacher, data=data, limit=limit, max_steps=max_steps,
                  learning_rate=learning_rate, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
                  lora_targets=lora_targets, merge=merge or None, teacher_backend=teacher_backend,
-                 teacher_base_url=teacher_base_url, report_to=report_to, reference=reference,
-                 stop_on_teacher_hacking=stop_on_teacher_hacking or None)
+                 teacher_base_url=",".join(teacher_base_url) if teacher_base_url else None, report_to=report_to,
+                 reference=reference, stop_on_teacher_hacking=stop_on_teacher_hacking or None)
     given = {k: v for k, v in flags.items() if v is not None}
     teacher_keys = {k for k in given if k.startswith("teacher")}
     watch_keys = {k for k in given if k in ("reference", "stop_on_teacher_hacking")}

@@ -54,6 +54,7 @@ from llm_teach.errors import UserError
 from llm_teach.prompts import template_hash
 from llm_teach.runs.directory import RunDirectory
 from llm_teach.runs.hashing import content_hash, data_fingerprint, derive_seed
+from llm_teach.runs.shard import Shard
 from llm_teach.runs.usage import Metered, Usage, UsageMeter
 from llm_teach.runs.worklog import work_once
 
@@ -110,8 +111,9 @@ class StageRun:
 
     def __init__(self, out: str | Path, stage: str, config: Any, models: DescribesModels,
                  templates: Sequence[str] = (), inputs: dict[str, Any] | None = None, seed: int | None = None,
-                 problems: Sequence[Any] | None = None):
+                 problems: Sequence[Any] | None = None, shard: Shard | None = None):
         self.out = Path(out)
+        self.shard = shard
         self.stage = stage
         self.seed = seed if seed is not None else int(getattr(config, "seed", 0))
         self.meter = UsageMeter()
@@ -123,6 +125,7 @@ class StageRun:
             "config": asdict(config) if is_dataclass(config) else dict(config),
             "models": models.describe(),
             "prompts": {name: template_hash(name) for name in templates},
+            **({"shard": shard.record()} if shard else {}),  # a shard never resumes as another
         }
         self.inputs = dict(inputs or {})
         self._results: dict[str, list[Work]] = {}
@@ -155,14 +158,20 @@ class StageRun:
     def map(self, step: str, items: Sequence[Any], size: int, work: Callable[[Unit], Work],
             key: Callable[[Any], str] = None) -> list[Work]:
         """Run `work` over fixed units of `items`, skipping units finished by an earlier run.
-        Returns every unit's `Work` in order (earlier runs' results read back from disk)."""
-        return self.run_units(step, self.units(step, items, size, key), work)
+        Returns every unit's `Work` in order (earlier runs' results read back from disk). A
+        sharded run (`--shard K/N`) runs only its own units (`Shard.takes`) and returns theirs."""
+        units = self.units(step, items, size, key)
+        if self.shard is not None:
+            units = [u for u in units if self.shard.takes(u.index)]
+        return self.run_units(step, units, work)
 
     def once(self, step: str, work: Callable[[Unit], Work], depends_on: Any = None) -> Work:
         """A step that is one indivisible piece of work (train a model, propose a skill list,
         merge earlier results), cached like a unit. Its key hashes `depends_on` -- the inputs
         it is computed from -- so a re-run over changed inputs (a larger --limit, another data
         file, a different model from an earlier step) redoes it instead of reusing a stale result."""
+        if self.shard is not None:  # `run_stage` refuses --shard for stages with such steps
+            raise RuntimeError(f"{self.stage}: step '{step}' runs once over all items and cannot be sharded")
         return self.run_units(step, self.units(step, [content_hash(depends_on)], 1, key=str), work)[0]
 
     def run_units(self, step: str, units: list[Unit], work: Callable[[Unit], Work]) -> list[Work]:
@@ -214,6 +223,8 @@ class StageRun:
         return self.directory.write_manifest(status=status, **self.fingerprint, seed=self.seed, inputs=self.inputs,
                                              usage=self.usage(),
                                              timings={"seconds_this_run": round(time.time() - self.started, 2)},
+                                             **({"backend_stats": self.meter.backend_stats}
+                                                if self.meter.backend_stats else {}),
                                              **extra)
 
 

@@ -55,7 +55,9 @@ class Metered:
         return self.make()
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
-        out = self.inner.generate(prompts, n, sampling)
+        backend = self.inner
+        self.meter.saw(self.role, backend)
+        out = backend.generate(prompts, n, sampling)
         gens = [g for row in out for g in row]
         self.meter.usage.add(self.role, generate_calls=1, prompts=len(prompts), completions=len(gens),
                              completion_tokens=sum(len(g.token_ids or []) for g in gens))
@@ -63,7 +65,9 @@ class Metered:
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str], top_k: int = 0,
               **tail: Any) -> list[TokenLogprobs]:
-        out = self.inner.score(prompts, completions, top_k, **tail)  # tail: a TailRequest, when asked
+        backend = self.inner
+        self.meter.saw(self.role, backend)
+        out = backend.score(prompts, completions, top_k, **tail)  # tail: a TailRequest, when asked
         self.meter.usage.add(self.role, score_calls=1, scored_tokens=sum(len(t.token_ids) for t in out))
         return out
 
@@ -73,10 +77,21 @@ class Metered:
 
 class UsageMeter:
     """Holds the `Usage` that metered backends count into; a stage run swaps in a fresh one
-    per work unit so each unit's tokens are recorded with the unit."""
+    per work unit so each unit's tokens are recorded with the unit. Also holds the request
+    counts of served backends (`backend_stats`), which the manifest records per role."""
 
     def __init__(self) -> None:
         self.usage = Usage()
+        self.backend_stats: dict[str, dict[str, Any]] = {}  # role -> a served backend's live `stats`
+
+    def saw(self, role: str, backend: Backend) -> None:
+        """Keep a reference to the `stats` dict of a backend that counts its requests (the
+        openai backend: requests, retries, and per server of a fleet); the dict, not the
+        backend, so the weights of a released model are not kept alive. These are this
+        process's counts (unlike `usage`, they do not survive a kill and resume)."""
+        stats = getattr(backend, "stats", None)
+        if isinstance(stats, dict):
+            self.backend_stats[role] = stats
 
     def wrap(self, make: Callable[[], Backend], role: str) -> Metered:
         return Metered(make, role, self)

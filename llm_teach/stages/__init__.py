@@ -31,17 +31,31 @@ class StageEntry(NamedTuple):
     function: str  # the public function: (problems, models, config, out) -> manifest
     config: str  # the config dataclass in the same module
     help: str  # one line for `llm-teach generate --help`
+    # Sharding (`--shard K/N`, `llm-teach merge`). A stage shards when every step is a per-item
+    # `run.map`; then its function takes `shard=` and `outputs` says which work-log records make
+    # each output file (how merge rebuilds them) and `stores` names its logit stores. Otherwise
+    # `no_shard` says which step needs all items at once (what --shard's refusal prints).
+    no_shard: str = ""
+    outputs: dict[str, str] = {}
+    stores: tuple[str, ...] = ()
 
 
 STAGES: dict[str, StageEntry] = {
     "llm2llm": StageEntry("llm_teach.stages.llm2llm", "llm2llm", "LLM2LLMConfig",
-                          "iterative error mining: train, find the student's errors, teacher writes similar problems"),
+                          "iterative error mining: train, find the student's errors, teacher writes similar problems",
+                          no_shard="each round trains the student on all the data and evaluates it on every problem "
+                                   "before the next round starts"),
     "stat": StageEntry("llm_teach.stages.stat", "stat", "STATConfig",
-                       "skill-targeted adaptive training: missing-skill profile, select/synthesize problems"),
+                       "skill-targeted adaptive training: missing-skill profile, select/synthesize problems",
+                       no_shard="its skill catalog is clustered once from all free labels and the missing-skill "
+                                "profile that sets the selection/synthesis budgets counts every problem"),
     "ssb": StageEntry("llm_teach.stages.ssb", "ssb", "SSBConfig",
-                      "semantic soft bootstrapping: self-explanations from right/wrong rollouts + teacher logits"),
+                      "semantic soft bootstrapping: self-explanations from right/wrong rollouts + teacher logits",
+                      outputs={"records.jsonl": "distill", "rollouts.jsonl": "rollouts"}, stores=("logits",)),
     "arte": StageEntry("llm_teach.stages.arte", "arte", "ARTEConfig",
-                       "align the teacher with student preferences (DPO), then generate tailored rationales"),
+                       "align the teacher with student preferences (DPO), then generate tailored rationales",
+                       no_shard="its probe selection, draft dedupe and the teacher's DPO alignment run once over "
+                                "all drafts and pairs"),
 }
 
 
@@ -63,7 +77,7 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
               columns: dict[str, str] | None = None, split: str = "train", config_file: str | None = None,
               overrides: list[str] | None = None, decontaminate: list[str] | None = None,
               no_decontaminate: bool = False, sources: dict[str, str | None] | None = None,
-              values: dict[str, Any] | None = None, where: str = "config") -> dict[str, Any]:
+              values: dict[str, Any] | None = None, where: str = "config", shard=None) -> dict[str, Any]:
     """Resolve a stage and its config, check the model specs, load the problems and run it:
     what `llm-teach generate` and pipeline steps both do. Config priority: `values` < YAML
     `config_file` < `decontaminate` files, `no_decontaminate` and `sources` (more problem sources of a
@@ -75,6 +89,10 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
     from llm_teach.models import parse_spec
     from llm_teach.runs.directory import RunDirectory
 
+    entry = STAGES.get(stage)
+    if shard is not None and entry is not None and entry.no_shard:
+        raise UserError(f"generate {stage} cannot --shard: {STAGES[stage].no_shard} (ssb shards; see README, "
+                        f"Scaling out)")
     function, config_cls = load_stage(stage)
     flags: dict[str, Any] = {}
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -96,6 +114,8 @@ def run_stage(stage: str, models, *, data: str, out: str, limit: int | None = No
             parse_spec(spec)  # an unknown model fails now, before data or weights are loaded
     RunDirectory(out, f"generate:{stage}", {}).check_kind()  # a bad --out or another command's OUT: before loading data
     problems = load_problems(data, limit, split=split, columns=columns)
+    if shard is not None:
+        return function(problems, models, config, out, shard=shard)
     return function(problems, models, config, out)
 
 

@@ -55,6 +55,7 @@ from llm_teach.grading import grade
 from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed, ids_digest
+from llm_teach.runs.shard import Shard
 from llm_teach.runs.stage_run import StageRun, Unit, Work
 from llm_teach.stages.roles import Models
 
@@ -102,13 +103,15 @@ class SSBConfig:
             raise FieldError("tail_temperatures", f"must all be > 0 (got {self.tail_temperatures})")
 
 
-def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path) -> dict[str, Any]:
-    """Run SSB over `problems`; write distill records, rollouts and the logit store under `out`.
+def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | Path,
+        shard: Shard | None = None) -> dict[str, Any]:
+    """Run SSB over `problems` (with `shard`, over that shard's work units only: every step of
+    SSB is per problem); write distill records, rollouts and the logit store under `out`.
     Returns the manifest."""
     out = Path(out)
     run = StageRun(out, "ssb", config, models, templates=[config.solve_template, config.explain_template],
                    inputs={"problems": len(problems), "problem_ids": ids_digest([p.id for p in problems])},
-                   problems=problems)
+                   problems=problems, shard=shard)
     teacher = run.backend(models.teacher_backend, "teacher")
     roller = teacher if config.rollouts_from == "teacher" else run.backend(models.student_backend, "student")
     store = LogitSink(out / "logits", config, models.teacher)  # the spec: naming the store loads no model
@@ -118,12 +121,12 @@ def ssb(problems: list[Problem], models: Models, config: SSBConfig, out: str | P
         store.close()
     records = [r for w in results for r in w.records.get("distill", [])]
     rollouts = [r for w in results for r in w.records.get("rollouts", [])]
-    kept = len(records)
+    kept, done = len(records), sum(w.counts.get("problems", 0) for w in results)  # done: this shard's
     return run.finish({"records.jsonl": records, "rollouts.jsonl": rollouts},
-                      summary={"problems": len(problems), "kept": kept,
+                      summary={"problems": done, "kept": kept,
                                "skipped_no_answered_mistake": sum(
                                    w.counts.get("rejected/no_answered_mistake", 0) for w in results),
-                               "kept_fraction": kept / len(problems) if problems else 0.0,
+                               "kept_fraction": kept / done if done else 0.0,
                                "logits": str(out / "logits")})
 
 

@@ -44,7 +44,8 @@ def load_teacher(spec: str, dtype: str):
     return load_model(spec, dtype).eval().requires_grad_(False)
 
 
-TEACHER_URL_HELP = ("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1 (never with a key in it; "
+TEACHER_URL_HELP = ("teacher_backend=openai: server URL, e.g. http://127.0.0.1:8000/v1, or several comma-separated "
+                    "(a fleet: least-loaded first, a failing server cooled down) (never with a key in it; "
                     "user:password@ is HTTP Basic auth, only without teacher_api_key_env).")
 TEACHER_KEY_HELP = ("teacher_backend=openai: NAME of the environment variable holding the server's API key "
                     "(default: OPENAI_API_KEY when set). The key is never recorded.")
