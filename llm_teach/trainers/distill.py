@@ -46,11 +46,13 @@ from llm_teach.data.logit_store import TopKLogitStore, append_scored, open_write
 from llm_teach.data.sparse_targets import loss_inputs, store_tail_problem
 from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
-from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
+from llm_teach.trainers.model_loading import (check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
 from llm_teach.trainers.records import end_turns, is_records_file, read_records, require
-from llm_teach.trainers.hacking_watch import WatchConfig, watch_callbacks
-from llm_teach.trainers.train_config import TeacherBackend, lora_config, make_args, trl_kwargs
+from llm_teach.trainers.hacking_watch import watch_callbacks
+from llm_teach.trainers.metric_log import MeanMetricsLog, trainer_args
+from llm_teach.trainers.teacher_config import TeacherConfig
+from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.losses.distill import Divergence
 from llm_teach.trainers.losses.tiled import TiledDistillLoss
 
@@ -58,7 +60,7 @@ Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records`
 
 
 @dataclass
-class DistillConfig(WatchConfig):
+class DistillConfig(TeacherConfig):
     """Distillation from stored top-k teacher log-probs or an online teacher."""
 
     learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
@@ -67,9 +69,6 @@ class DistillConfig(WatchConfig):
     teacher_backend: TeacherBackend = option("hf: run the teacher in-process every step; openai/vllm: score every "
                                             "record's top-k once through the backend, into OUT/teacher_logits.",
                                             "hf")
-    teacher_base_url: str | None = option(TEACHER_URL_HELP)
-    teacher_api_key_env: str | None = option(TEACHER_KEY_HELP)
-    teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_top_k: int = option("Online teacher support: 0 = full vocabulary (hf only, exact), k = its top-k "
                                "(a served teacher needs k > 0; 20 when left at 0).", 0)
     logit_store: str | None = option("Top-k store directory to use for every record's logits_ref (default: the "
@@ -286,7 +285,7 @@ def completion_hidden(model, input_ids, attention_mask, positions) -> torch.Tens
     return _gather_positions(out.hidden_states[-1], positions)
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(MeanMetricsLog, Trainer):
     """`transformers.Trainer` with the distillation loss (see module docstring).
 
     Args:
@@ -331,22 +330,14 @@ class DistillTrainer(Trainer):
         return {"teacher_hidden": hidden,
                 "teacher_head": self.accelerator.unwrap_model(self.teacher).get_output_embeddings()}
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        for key, values in self._metrics.items():
-            if values:
-                logs[key] = sum(values) / len(values)
-            values.clear()
-        super().log(logs, start_time)
-
 
 def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     import datasets
-    import transformers
 
     from llm_teach.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    args = make_args(transformers.TrainingArguments, **trl_kwargs(cfg, out), remove_unused_columns=False)
+    args = trainer_args(cfg, out)
     records, mode = read_distill_records(cfg)
     records = end_turns(records, mode == "online", cfg.chat, tokenizer)
     if mode == "online" and cfg.teacher_backend != "hf":

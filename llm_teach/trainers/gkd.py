@@ -42,26 +42,25 @@ from transformers import Trainer
 from llm_teach.backends.base import encode_prompt
 from llm_teach.config import check_fields, option
 from llm_teach.errors import UserError
-from llm_teach.trainers.hacking_watch import WatchConfig, watch_callbacks
+from llm_teach.trainers.hacking_watch import watch_callbacks
 from llm_teach.trainers.losses.tiled import TiledDistillLoss
-from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
+from llm_teach.trainers.model_loading import (check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
 from llm_teach.trainers.records import is_records_file, load_training_problems, problem_prompt, read_records, require
-from llm_teach.trainers.train_config import TeacherBackend, lora_config, make_args, trl_kwargs
+from llm_teach.trainers.metric_log import MeanMetricsLog, trainer_args
+from llm_teach.trainers.teacher_config import TeacherConfig
+from llm_teach.trainers.train_config import TeacherBackend, lora_config
 
 
 @dataclass
-class GKDConfig(WatchConfig):
+class GKDConfig(TeacherConfig):
     """GKD: JSD(beta) to a teacher on a mix of student-sampled and dataset completions."""
 
-    learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
     teacher: str | None = option("Teacher: a model spec (teacher_backend hf) or a served model name "
                                 "(openai/vllm). Must share the student's tokenizer.")
     teacher_backend: TeacherBackend = option("hf: local teacher, exact full distribution; openai/vllm: its top-k "
                                             "prompt log-probs of every completion plus the tail mass.", "hf")
-    teacher_base_url: str | None = option(TEACHER_URL_HELP)
-    teacher_api_key_env: str | None = option(TEACHER_KEY_HELP)
-    teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
+    learning_rate: float = option("Peak learning rate (AdamW).", 2e-5)
     teacher_top_k: int = option("Served teacher: top-k log-probs per token (the rest is one tail bucket).", 20)
     lmbda: float = option("Fraction of micro-batches trained on the student's own samples (GKD's lambda; "
                           "0 = the dataset's completions only, 1 = fully on-policy).", 0.5)
@@ -190,7 +189,7 @@ def gkd_loss(loss: TiledDistillLoss, model, head, inputs: dict[str, torch.Tensor
     return loss(hidden, head, mask, targets, **teacher)
 
 
-class GKDTrainer(Trainer):
+class GKDTrainer(MeanMetricsLog, Trainer):
     """`transformers.Trainer` with GKD's batch choice and loss (module docstring).
 
     Args:
@@ -251,24 +250,16 @@ class GKDTrainer(Trainer):
         prompts = [self.prompts[i] for i in inputs["index"].tolist()]
         return served_teacher_inputs(self.teacher, self.processing_class, prompts, inputs, mask, self.top_k)
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        for key, values in self._metrics.items():
-            if values:
-                logs[key] = sum(values) / len(values)
-            values.clear()
-        super().log(logs, start_time)
-
 
 def build_trainer(cfg: GKDConfig, out: Path, callbacks=None):
     import datasets
-    import transformers
 
     from llm_teach.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     if tokenizer.pad_token_id is None:
         raise UserError(f"{cfg.model}: the tokenizer has no pad token")
-    args = make_args(transformers.TrainingArguments, **trl_kwargs(cfg, out), remove_unused_columns=False)
+    args = trainer_args(cfg, out)
     rows = build_rows(cfg, tokenizer)
     student = load_student(cfg)
     teacher = make_teacher(cfg, tokenizer)

@@ -17,7 +17,7 @@ as a model directory in OUT/best-golden (`best.json` says which step).
 
 Every rank evaluates (same weights, same greedy answers, so the same decision on every rank
 without a collective); only the main process writes. The history is in memory: a resumed run
-starts a new streak.
+starts a new streak, but keeps OUT/best-golden unless it evaluates better.
 """
 
 from __future__ import annotations
@@ -213,6 +213,10 @@ class TeacherHackingWatch(_callback_base()):
         self.best_dir = best_dir
         self.history: list[WatchPoint] = []
         self.best: tuple[tuple[float, float], int] | None = None
+        saved = best_dir / "best.json" if best_dir is not None else None
+        if saved is not None and saved.is_file():  # a resumed run: only a better evaluation replaces it
+            kept = json.loads(saved.read_text())
+            self.best = (golden_key(WatchPoint(kept["proxy"], kept["accuracy"], kept["reference_kl"])), kept["step"])
         self.fired_at: list[int] = []
         self.pending: dict[str, Any] = {}
 

@@ -52,17 +52,18 @@ import trl
 
 from llm_teach.errors import UserError
 from llm_teach.config import check_fields, option
-from llm_teach.trainers.model_loading import (TEACHER_KEY_HELP, TEACHER_URL_HELP, check_teacher_url, load_student,
+from llm_teach.trainers.model_loading import (check_teacher_url, load_student,
                                               make_teacher, prepare_frozen)
-from llm_teach.trainers.hacking_watch import WatchConfig, watch_callbacks
+from llm_teach.trainers.hacking_watch import watch_callbacks
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
+from llm_teach.trainers.teacher_config import TeacherConfig
 from llm_teach.trainers.grpo import GRPOConfig, build_dataset, grpo_args, reward_functions
 from llm_teach.trainers.losses.kdrl import (Estimator, beta_schedule, importance_weights, kd_estimator, kd_term,
                                             reward_mask)
 
 
 @dataclass
-class KDRLConfig(GRPOConfig, WatchConfig):
+class KDRLConfig(GRPOConfig, TeacherConfig):
     """GRPO + teacher KD on the student's rollouts (paper defaults for the KD schedule)."""
 
     teacher: str | None = option("Teacher: a model spec (teacher_backend=hf/vllm) or the served model name "
@@ -70,9 +71,6 @@ class KDRLConfig(GRPOConfig, WatchConfig):
     teacher_backend: TeacherBackend = option("hf: load the teacher in-process and score the student's token ids "
                                             "directly; openai: score through an OpenAI-compatible server that "
                                             "returns prompt log-probs (vLLM); vllm: in-process vLLM.", "hf")
-    teacher_base_url: str | None = option(TEACHER_URL_HELP)
-    teacher_api_key_env: str | None = option(TEACHER_KEY_HELP)
-    teacher_dtype: str = option("Teacher weights dtype (hf and vllm backends).", "float32")
     teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
     kd_estimator: Estimator = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
                                     "k3 (e^R - R - 1).", "k2")

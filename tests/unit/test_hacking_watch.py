@@ -50,3 +50,17 @@ def test_patience_is_k_evaluations():
 def test_golden_key_orders_accuracy_then_reference():
     assert golden_key(P(0.1, 0.6, 9.0)) > golden_key(P(0.1, 0.5, 1.0))
     assert golden_key(P(0.1, 0.5, 1.0)) > golden_key(P(0.1, 0.5, 2.0))
+
+
+def test_a_resumed_watch_keeps_the_saved_best(tmp_path):
+    """OUT/best-golden from before an interruption is replaced only by a better evaluation."""
+    import json
+
+    from llm_teach.trainers.hacking_watch import TeacherHackingWatch
+
+    (tmp_path / "best.json").write_text(json.dumps({"step": 4, "proxy": 0.5, "accuracy": 0.75, "reference_kl": None}))
+    watch = TeacherHackingWatch(None, None, None, every=1, patience=2, stop=False, max_new_tokens=4,
+                                best_dir=tmp_path)
+    assert watch.best == (golden_key(P(0.5, 0.75)), 4)
+    assert TeacherHackingWatch(None, None, None, every=1, patience=2, stop=False, max_new_tokens=4,
+                               best_dir=tmp_path / "none").best is None
