@@ -7,7 +7,8 @@ splits use seeds far apart; and since 3-term one-digit sums have only 4,000 dist
 different seeds still repeat questions, so validation and held-out drop every question the
 training pool has (and held-out every question validation has): exact-text decontamination.
 (Word 13-gram decontamination cannot see these: the whole question is 12 words.) The files are
-committed so every step reads the same problems; the script documents how they were made.
+committed so every step reads the same problems (train.jsonl: Problems, for grpo/kdrl
+and the stages; train-pairs.jsonl: the same as {prompt, completion} records for sft/distill/gkd); the script documents how they were made.
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ def main() -> None:
         with open(OUT / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for p in fresh:
                 f.write(json.dumps(p.to_dict()) + "\n")
+        if name == "train":
+            write_pairs(fresh, OUT / "train-pairs.jsonl")
         print(f"{name}: seed {seed}, {drawn} drawn, {drawn - len(clean)} dropped as seen before, kept {len(fresh)}")
+
+
+def write_pairs(problems, path: Path) -> None:
+    """`{prompt, completion}` records of the training problems for sft, distill and gkd (which read
+    records, not Problems, from a .jsonl file): the evaluation's boxed prompt, the worked solution."""
+    from llm_teach.prompts import render
+
+    with open(path, "w", encoding="utf-8") as f:
+        for p in problems:
+            f.write(json.dumps({"id": p.id, "prompt": render("eval/boxed.jinja", question=p.question),
+                                "completion": p.solution}) + "\n")
 
 
 if __name__ == "__main__":
