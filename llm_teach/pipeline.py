@@ -22,6 +22,8 @@ earlier outputs by path, so every hand-over is a file a human can open::
         data: ${vars.task}?seed=7
         limit: 40
 
+`--until STEP` stops after STEP; each step records `seconds` (wall) and `cpu_seconds`.
+
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
 a train step produced). Step kinds and their keys:
 
@@ -123,10 +125,13 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     return Pipeline(path, str(raw.get("name", path.stem)), variables, steps)
 
 
-def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, dict[str, Any]]:
+def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None) -> dict[str, dict[str, Any]]:
     """Run every step in order, skipping finished ones; returns `{step: result}` where a result
-    has `out`, and `model` (train) or `summary` (eval)."""
+    has `out`, `seconds` (wall), `cpu_seconds`, and `model` (train) or `summary` (eval).
+    `until` stops after that step, so a long experiment can be run a part at a time."""
     out = Path(out)
+    if until is not None and until not in {s.name for s in pipeline.steps}:
+        raise UserError(f"{pipeline.path}: --until '{until}' names no step")
     check_pipeline(pipeline, out)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
     state_path = out / "pipeline.json"
@@ -153,13 +158,27 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print) -> dict[str, d
         echo(f"[{step.name}] {step.kind} {resolved.target}")
         done[step.name] = {"fingerprint": fingerprint, "status": "running"}
         _save_state(state_path, pipeline, done)
-        started = time.time()
+        started, cpu_started = time.time(), _cpu_seconds()
         result = _RUNNERS[step.kind](resolved, step_out)
         result["seconds"] = round(time.time() - started, 1)
+        result["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 1)
         results[step.name] = result
         done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
         _save_state(state_path, pipeline, done)
+        if step.name == until:
+            echo(f"[{step.name}] --until reached; re-run without it to continue")
+            break
     return results
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system, all threads) of this process and of the children it waited for
+    (`accelerate launch` ranks): what a step cost the machine, which on a shared machine is a
+    fairer budget than wall time (other people's load stretches the wall clock, not this)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _save_state(path: Path, pipeline: Pipeline, done: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,13 +15,14 @@ def run(
     pipeline: Annotated[str, typer.Argument(help="Pipeline YAML (see pipelines/).")],
     out: opt.Out,
     set_: opt.Set = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step (run a long pipeline a part at a time).")] = None,
 ) -> None:
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
 
     from llm_teach.report import write_report
 
-    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo)
+    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until)
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
 

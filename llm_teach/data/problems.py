@@ -2,7 +2,9 @@
 
 A SOURCE is one of:
 - `gsm8k`, `math500`             the benchmark from the Hugging Face Hub (needs network)
-- `rg:TASK[?seed=S&k=v...]`       seeded reasoning-gym problems, generated offline
+- `rg:TASK[?seed=S&k=v...]`       seeded reasoning-gym problems, generated offline;
+                                  `&solutions=worked` adds step-by-step solutions to the
+                                  arithmetic tasks (llm_teach/data/worked.py)
 - `path/to/file.jsonl|.json|.parquet`
                                   a local file: Problem records, the original GSM8K format
                                   (`question`, `answer` ending in `#### N`), the MATH format
@@ -97,6 +99,9 @@ def load_reasoning_gym(source: str, limit: int | None) -> list[Problem]:
         options[key] = int(value) if re.fullmatch(r"-?\d+", value) else value
     seed = options.pop("seed", 0)
     size = options.pop("size", limit or 200)
+    solutions = options.pop("solutions", None)
+    if solutions not in (None, "worked"):
+        raise UserError(f"reasoning-gym source '{source}': solutions must be 'worked' (got '{solutions}')")
     try:
         dataset = reasoning_gym.create_dataset(task, size=size, seed=seed, **options)
     except (KeyError, ValueError) as exc:
@@ -104,12 +109,21 @@ def load_reasoning_gym(source: str, limit: int | None) -> list[Problem]:
     except TypeError as exc:
         raise UserError(f"reasoning-gym source '{source}': bad option ({exc})") from None
     name = f"rg:{task}"
-    return [
+    problems = [
         Problem(id=f"{task}-s{seed}-{i}", question=entry["question"], answer=str(entry["answer"]),
                 source=name, solution=None, meta=_jsonable(entry.get("metadata", {})))
         for i, entry in enumerate(dataset)
         if limit is None or i < limit
     ]
+    if solutions == "worked":
+        from llm_teach.data.worked import worked_solution
+
+        if problems and "expression" not in problems[0].meta:
+            raise UserError(f"reasoning-gym source '{source}': solutions=worked needs an arithmetic task "
+                            f"(one whose problems record an 'expression'); {task} does not")
+        for p in problems:
+            p.solution = worked_solution(str(p.meta.get("expression", "")), p.answer)
+    return problems
 
 
 def load_hub(name: str, split: str, limit: int | None) -> list[Problem]:

@@ -98,6 +98,7 @@ def test_tiny_pipeline_end_to_end_then_skips(tmp_path):
     assert state["steps"]["before"] == before_change["before"] and not (out / "before.stale-1").exists()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "eval" / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
 def test_shipped_pipelines_validate(path, tmp_path):
     check_pipeline(load_pipeline(path), tmp_path / "out")

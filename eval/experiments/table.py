@@ -1,0 +1,82 @@
+"""The RESULTS table (and plot) from a cpu-compare run directory (run from the project root):
+
+    python eval/experiments/table.py runs/cpu-compare [--plot eval/cpu-compare.png]
+
+Reads OUT/pipeline.json, which `llm-teach run` writes: each eval step's summary (accuracy, n)
+and each step's `cpu_seconds`. A method's row is its `M-s{0,1,2}-heldout` evaluations (mean and
+sample sd over the seeds that finished); its CPU-minutes are the mean over seeds of the `M-s*`
+train step plus the whole of its stage step `M`, if any (what one more training of the method
+would cost from scratch). Steps not finished yet show as pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+METHODS = ["sft-gold", "seqkd", "logitkd", "gkd", "grpo", "kdrl", "ssb", "llm2llm", "stat-sel", "stat-syn", "arte"]
+
+
+def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
+    steps = json.loads((out / "pipeline.json").read_text())["steps"]
+
+    def result(name):
+        s = steps.get(name)
+        return s["result"] if s and s.get("status") == "complete" else None
+
+    def acc(name):
+        r = result(name)
+        return r["summary"]["accuracy"] if r else None
+
+    teacher, none = acc("teacher-heldout"), acc("none-heldout")
+    table = []
+    for m in METHODS:
+        accs = [a for s in range(3) if (a := acc(f"{m}-s{s}-heldout")) is not None]
+        train_cpu = [r["cpu_seconds"] for s in range(3) if (r := result(f"{m}-s{s}")) and "cpu_seconds" in r]
+        stage = result(m)
+        cpu_min = (statistics.mean(train_cpu) + (stage or {}).get("cpu_seconds", 0)) / 60 if train_cpu else None
+        mean = statistics.mean(accs) if accs else None
+        gap = (mean - none) / (teacher - none) if None not in (mean, none, teacher) and teacher != none else None
+        table.append({"method": m, "seeds": len(accs), "mean": mean,
+                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap, "cpu_min": cpu_min})
+    return table, teacher, none
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--plot", type=Path)
+    args = ap.parse_args()
+    table, teacher, none = rows(args.out)
+    fmt = lambda v, f="{:.3f}": "pending" if v is None else f.format(v)  # noqa: E731
+    print(f"teacher {fmt(teacher)}  no training {fmt(none)}")
+    print("| method | seeds | accuracy mean ± sd | gap recovered | CPU-min (mean per seed, incl. stage) |")
+    print("|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {fmt(r['sd'])} | {fmt(r['gap'], '{:.2f}')} "
+              f"| {fmt(r['cpu_min'], '{:.1f}')} |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in table:
+            if r["mean"] is not None and r["cpu_min"] is not None:
+                ax.errorbar(r["cpu_min"], r["mean"], yerr=r["sd"] or 0, fmt="o", capsize=3)
+                ax.annotate(r["method"], (r["cpu_min"], r["mean"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        for y, label in ((teacher, "teacher"), (none, "no training")):
+            if y is not None:
+                ax.axhline(y, ls="--", lw=0.8, color="grey")
+                ax.annotate(label, (0, y), fontsize=8)
+        ax.set_xlabel("CPU-minutes per training (incl. the stage)")
+        ax.set_ylabel("held-out accuracy (256 problems)")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
