@@ -41,7 +41,8 @@ class GRPOConfig(TrainConfig):
     # Student rollouts through vLLM: passed to TRL's GRPOConfig unchanged (TRL syncs the weights
     # into vLLM after every optimizer step). See VLLM_ROLLOUT_FIELDS for what is verified where.
     use_vllm: bool = option("Generate the student's rollouts with vLLM instead of transformers' generate "
-                            "(TRL's use_vllm; needs vllm importable in this environment).", False)
+                            "(TRL's use_vllm; needs a vLLM that TRL supports. Verified on CPU only up to TRL's config: see the "
+                            "README, 'Student rollouts on vLLM').", False)
     vllm_mode: Literal["colocate", "server"] = option(
         "colocate: a vLLM engine inside each training process, weights copied in after every step; server: "
         "send prompts to `trl vllm-serve --model MODEL` (weights pushed to it over NCCL: CUDA only).", "colocate")
