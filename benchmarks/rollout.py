@@ -89,8 +89,16 @@ def hf_contenders(dtype: str, prompts, n: int, max_new: int) -> dict:
         for e in encoded:
             lm.generate(input_ids=torch.tensor([e]), num_return_sequences=n, **kwargs)
 
+    def warm_up():  # first-call costs (allocator, kernels, stop/cache set-up) on a small call of each kind
+        short = SamplingConfig(temperature=1.0, max_new_tokens=4, seed=0)
+        backend.generate(prompts[:2], 2, short)
+        with torch.no_grad():
+            for cache in ("dynamic", "static"):
+                lm.generate(input_ids=torch.tensor([encoded[0]]), **{**kwargs, "max_new_tokens": 4},
+                            cache_implementation=cache)
+
     return {"ours": lambda: backend.generate(prompts, n, sampling), "batched": batched, "batched_static": batched_static,
-            "naive": naive}
+            "naive": naive}, warm_up
 
 
 def vllm_contenders(dtype: str, prompts, n: int, max_new: int) -> dict:
@@ -102,8 +110,9 @@ def vllm_contenders(dtype: str, prompts, n: int, max_new: int) -> dict:
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=max_new, seed=0)
     token_prompts = [vllm.TokensPrompt(prompt_token_ids=encode_prompt(backend.tokenizer, p)) for p in prompts]
     params = vllm.SamplingParams(n=n, temperature=1.0, top_p=1.0, max_tokens=max_new, seed=0)
-    return {"ours": lambda: backend.generate(prompts, n, sampling),
-            "LLM.generate": lambda: backend.llm.generate(token_prompts, params, use_tqdm=False)}
+    contenders = {"ours": lambda: backend.generate(prompts, n, sampling),
+                  "LLM.generate": lambda: backend.llm.generate(token_prompts, params, use_tqdm=False)}
+    return contenders, lambda: [fn() for fn in contenders.values()]
 
 
 def run(kind: str, dtypes: list[str], args) -> list[str]:
@@ -111,9 +120,8 @@ def run(kind: str, dtypes: list[str], args) -> list[str]:
     rows = []
     for dtype in dtypes:
         make = vllm_contenders if kind == "vllm" else hf_contenders
-        contenders = make(dtype, prompts, args.samples, args.max_new_tokens)
-        for fn in contenders.values():  # warm-up: first-call costs are no one's speed
-            fn()
+        contenders, warm_up = make(dtype, prompts, args.samples, args.max_new_tokens)
+        warm_up()  # first-call costs are no one's speed
         times = paired(contenders, args.repeats)
         for peer, value in ratios(times, "ours").items():
             name = f"{kind}_{dtype}_vs_{peer.replace('.', '_')}"
