@@ -121,6 +121,8 @@ def run(kind: str, dtypes: list[str], args) -> list[str]:
     for dtype in dtypes:
         make = vllm_contenders if kind == "vllm" else hf_contenders
         contenders, warm_up = make(dtype, prompts, args.samples, args.max_new_tokens)
+        if args.peers:
+            contenders = {k: v for k, v in contenders.items() if k == "ours" or k in args.peers.split(",")}
         warm_up()  # first-call costs are no one's speed
         times = paired(contenders, args.repeats)
         for peer, value in ratios(times, "ours").items():
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peers", default="", help="only these peers, comma-separated (default: all), "
+                                                   "e.g. batched when the machine is too loaded for the naive loop")
     parser.add_argument("--write", action="store_true", help="record the table in benchmarks/RESULTS.md")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]

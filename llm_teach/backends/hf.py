@@ -3,6 +3,13 @@
 Chat prompts are rendered with the model's own chat template; batches are left-padded so
 every row's new tokens start at the same column. Each batch is seeded from `sampling.seed`
 and the batch's own prompts, so a resumed run that regenerates a batch gets the same samples.
+
+Speed (benchmarks/rollout.py): generate() makes batches by tokens in flight, longest prompts
+first (`hf_batching`), and prefills each prompt once for its n samples. Attention is the
+model's default, `sdpa` (torch's fused scaled_dot_product_attention) for the models we ship;
+the KV cache is transformers' dynamic cache (its static cache is meant to pay off under
+torch.compile; `benchmarks/rollout.py --peers batched_static` measures it without). Stop strings use transformers' StopStringCriteria,
+which checks every row with tensor ops, and the text is cut afterwards with `cut_at_stop`.
 """
 
 from __future__ import annotations
