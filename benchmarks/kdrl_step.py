@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import record  # noqa: E402
 from bench_openai_throughput import _free_port, machine, served  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
 def step_seconds(method: str, values: dict) -> list[float]:
@@ -102,20 +102,14 @@ def main() -> None:
 
 def write(rows: list[str], args, load_start: float) -> None:
     kind = args.teacher_backend
-    start, end = f"<!-- kdrl_step_{kind}:start -->", f"<!-- kdrl_step_{kind}:end -->"
-    body = (f"{start}\n## KDRL step / GRPO step, teacher through {kind} (issue 13)\n\n"
+    body = (f"## KDRL step / GRPO step, teacher through {kind} (issue 13)\n\n"
             f"Machine: {machine()}; load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end (shared "
             f"machine, other engineers' jobs running: read the paired ratios).\n"
             f"Command: `python benchmarks/kdrl_step.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}); "
             f"{args.alternations} paired alternations of {args.steps} steps (first step untimed), medians.\n\n"
             "| teacher backend | generations/prompt | prompts/step | GRPO s/step | KDRL s/step | KDRL / GRPO |\n"
-            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + f"\n{end}")
-    text = RESULTS.read_text()
-    if start in text and end in text:
-        text = text[:text.index(start)] + body + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    RESULTS.write_text(text)
+            "|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows))
+    record(f"kdrl_step_{kind}", body)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import record  # noqa: E402
 from bench_openai_throughput import build_prompts, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 MODEL = "smollm2-135m"
 
 
@@ -134,19 +134,13 @@ def run(kind: str, dtypes: list[str], args) -> list[str]:
 
 
 def write(section_rows: list[str], kind: str, load_start: float, command: str, repeats: int) -> None:
-    start, end = f"<!-- rollout_{kind}:start -->", f"<!-- rollout_{kind}:end -->"
-    body = (f"{start}\n## Rollouts: {kind} backend vs its peers (issue 13)\n\n"
+    body = (f"## Rollouts: {kind} backend vs its peers (issue 13)\n\n"
             f"Machine: {machine()}; load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end "
             f"(a shared machine, other engineers' jobs running: read the paired ratios, not the seconds).\n"
             f"Command: `{command}` ({time.strftime('%Y-%m-%d')}); {repeats} paired alternations, medians.\n\n"
             "| backend, dtype | peer | median s ours / peer | speed-up (median of paired peer/ours) |\n"
-            "|---|---|---:|---:|\n" + "\n".join(section_rows) + f"\n{end}")
-    text = RESULTS.read_text()
-    if start in text and end in text:
-        text = text[:text.index(start)] + body + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    RESULTS.write_text(text)
+            "|---|---|---:|---:|\n" + "\n".join(section_rows))
+    record(f"rollout_{kind}", body)
 
 
 def main() -> None:
