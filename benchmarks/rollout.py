@@ -105,7 +105,7 @@ def vllm_contenders(dtype: str, prompts, n: int, max_new: int) -> dict:
     from llm_teach.backends.base import SamplingConfig, encode_prompt
     from llm_teach.backends.vllm import VLLMBackend, VLLMConfig
 
-    backend = VLLMBackend(MODEL, VLLMConfig(dtype=dtype, max_model_len=1024))
+    backend = VLLMBackend(MODEL, VLLMConfig(dtype=dtype, max_model_len=1024, max_num_batched_tokens=16384))
     vllm = backend._vllm
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=max_new, seed=0)
     token_prompts = [vllm.TokensPrompt(prompt_token_ids=encode_prompt(backend.tokenizer, p)) for p in prompts]
