@@ -30,7 +30,6 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- bench_openai_throughput:start -->", "<!-- bench_openai_throughput:end -->"
 
 
 @dataclass
@@ -135,13 +134,9 @@ def table(rows: list[Measurement], reference: Measurement) -> str:
 
 def write_results(section: str) -> None:
     """Replace this benchmark's section of RESULTS.md (between its markers), keeping the rest."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    from results_md import record
+
+    record("bench_openai_throughput", section)
 
 
 def main() -> None:

@@ -3,6 +3,13 @@
 Chat prompts are rendered with the model's own chat template; batches are left-padded so
 every row's new tokens start at the same column. Each batch is seeded from `sampling.seed`
 and the batch's own prompts, so a resumed run that regenerates a batch gets the same samples.
+
+Speed (benchmarks/rollout.py): generate() makes batches by tokens in flight, longest prompts
+first (`hf_batching`), and prefills each prompt once for its n samples. Attention is the
+model's default, `sdpa` (torch's fused scaled_dot_product_attention) for the models we ship;
+the KV cache is transformers' dynamic cache (its static cache is meant to pay off under
+torch.compile; `benchmarks/rollout.py --peers batched_static` measures it without). Stop strings use transformers' StopStringCriteria,
+which checks every row with tensor ops, and the text is cut afterwards with `cut_at_stop`.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import torch
 
 from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, cut_at_stop,
                                      encode_prompt)
+from llm_teach.backends.hf_batching import plan_batches, token_budget
 from llm_teach.models import default_device, load_model, load_tokenizer
 
 
@@ -24,7 +32,10 @@ class HFConfig:
 
     dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on GPU
     device: str | None = None  # None = cuda when available, else cpu
-    batch_size: int = 16  # sequences per forward pass (prompts x n)
+    batch_size: int = 16  # score(): sequences per forward pass
+    # generate(): tokens in flight per batch (rows x (prompt + new tokens)); 0 = from the device's
+    # total memory (hf_batching.token_budget)
+    max_batch_tokens: int = 0
 
 
 class HFBackend:
@@ -41,52 +52,65 @@ class HFBackend:
     # -- generate --------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
+        """`n` samples per prompt in as few `model.generate` calls as memory allows
+        (`hf_batching.plan_batches`). Each batch is seeded from `sampling.seed` and its own
+        prompts and copy counts, which depend only on the inputs and the machine's total memory."""
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        per_batch = max(1, self.config.batch_size // n)
-        results: list[list[Generation]] = []
-        for start in range(0, len(prompts), per_batch):
-            chunk = list(range(start, min(start + per_batch, len(prompts))))
-            rows = [encoded[i] for i in chunk for _ in range(n)]
-            outs = self._generate_rows(rows, sampling, seed=_batch_seed(sampling.seed, [encoded[i] for i in chunk]))
-            for j, i in enumerate(chunk):
-                results.append([
-                    Generation(prompt=prompts[i], backend=self.name, model=self.model,
-                               sampling=sampling.to_dict(), **out)
-                    for out in outs[j * n:(j + 1) * n]
-                ])
-        return results
+        budget = self.config.max_batch_tokens or token_budget(self.lm, self.device)
+        outs: list[list[dict]] = [[] for _ in prompts]
+        for batch in plan_batches([len(e) for e in encoded], n, sampling.max_new_tokens, budget):
+            unique = [encoded[i] for i in batch.prompts]
+            rows = self._generate_rows(unique, list(batch.copies), sampling,
+                                       seed=_batch_seed(sampling.seed, [unique, list(batch.copies)]))
+            at = 0
+            for i, k in zip(batch.prompts, batch.copies):
+                outs[i].extend(rows[at:at + k])
+                at += k
+        return [[Generation(prompt=p, backend=self.name, model=self.model, sampling=sampling.to_dict(), **out)
+                 for out in row_outs] for p, row_outs in zip(prompts, outs)]
 
-    def _generate_rows(self, rows: list[list[int]], sampling: SamplingConfig, seed: int) -> list[dict]:
+    def _generate_rows(self, unique: list[list[int]], copies: list[int], sampling: SamplingConfig,
+                       seed: int) -> list[dict]:
+        """`copies[j]` samples of prompt `unique[j]`, left-padded into one batch. Each prompt is
+        prefilled once (all but its last token) and its KV cache copied to its rows, so n samples
+        do not pay n prefills; `generate` then continues from that cache."""
         pad = self.tokenizer.pad_token_id
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        width = max(len(r) for r in unique)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in unique], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in unique], device=self.device)
+        index = torch.repeat_interleave(torch.arange(len(unique), device=self.device),
+                                        torch.tensor(copies, device=self.device))
+        cache = self._prefill(ids, mask, index) if width > 1 else None
         greedy = sampling.temperature <= 0
-        kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            pad_token_id=pad,
-            return_dict_in_generate=True,
-            output_logits=sampling.logprobs,
-        )
+        kwargs = dict(max_new_tokens=sampling.max_new_tokens, do_sample=not greedy, pad_token_id=pad,
+                      return_dict_in_generate=True, output_logits=sampling.logprobs)
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:  # the model's generation_config may carry sampling defaults: neutralize them
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if sampling.stop:
+        if sampling.stop:  # transformers' StopStringCriteria: tensor ops per step, no per-row Python
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         torch.manual_seed(seed)
-        out = self.lm.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        out = self.lm.generate(input_ids=ids[index], attention_mask=mask[index], cache=cache, **kwargs)
         new = out.sequences[:, width:].tolist()
         logps = None
         if sampling.logprobs:
             steps = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [rows, steps, V]
             logps = steps.gather(-1, out.sequences[:, width:, None]).squeeze(-1).tolist()
         eos = set(_as_list(self.lm.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
-        results = []
-        for r, tokens in enumerate(new):
-            results.append(self._finish(tokens, logps[r] if logps else None, eos, sampling))
-        return results
+        return [self._finish(tokens, logps[r] if logps else None, eos, sampling) for r, tokens in enumerate(new)]
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor):
+        """The KV cache of every prompt but its last token, one row per sample (`index`).
+        Positions as `generate` derives them from the mask, so the cache is the one it would build."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.lm.config)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        self.lm.get_decoder()(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                              cache=cache, use_cache=True)
+        cache.batch_select_indices(index)
+        return cache
 
     def _finish(self, tokens: list[int], logps: list[float] | None, eos: set[int], sampling: SamplingConfig) -> dict:
         """Cut a row at EOS (dropping padding) and at the first stop string."""

