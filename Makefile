@@ -43,8 +43,10 @@ demo: setup
 # Two workers, one test file each at a time (`--dist loadfile`: a file's module-scoped server or
 # model starts once). Much of the suite waits on subprocess start-up, servers and I/O on one
 # core, so the second core is otherwise idle; tests that start 2-rank jobs take a free port.
+# One torch thread per process: two workers with torch's default 2 threads each oversubscribe
+# the 2 cores, and OpenMP's spinning threads then made SmolLM2 tests ~10x slower.
 test: setup vllm-env
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=25
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
