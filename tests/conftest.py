@@ -25,6 +25,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+_FOLDER_ORDER = {"slow": 0, "integration": 1, "unit": 2}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: slow/, then integration/, then unit/ (stable within each). Under
+    `make test`'s two xdist workers a file is handed out in this order, so the minute-long
+    SmolLM2 files start while the other worker has plenty of small ones left, instead of
+    ending the run with one worker busy and the other idle."""
+    items.sort(key=lambda item: _FOLDER_ORDER.get(Path(str(item.path)).parent.name, 1))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> str:
     from llm_teach.models import prepare

@@ -195,3 +195,28 @@ def test_eval_through_vllm_server(vllm_server, tmp_path):
     assert len(items) == 8 and all(len(it["completions"]) == 2 for it in items)
     stats = json.loads((tmp_path / "manifest.json").read_text())["backend_stats"]
     assert stats["fan_out_requests"] == 0 and stats["requests"] == 8
+
+
+@real_vllm_marks
+@pytest.mark.server
+def test_gkd_with_the_teacher_served_by_vllm(vllm_server, tmp_path):
+    """`train --method gkd` with the teacher behind the vLLM server (its top-k prompt log-probs
+    plus the tail bucket), the student being the same SmolLM2: student and teacher then hold the
+    same distribution, so the forward KL of the first step must be ~0 (the served and local
+    log-probs differ by < 1e-4 nats, see the module docstring). A completion scored at the wrong
+    positions, a lost tail or a wrong mask costs whole nats (planted: positions shifted by one
+    gave 9.2)."""
+    from llm_teach.trainers import train
+
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + {i + 3}?"}],
+                                           "completion": f"{i} + {i + 3} = {2 * i + 3}. The final answer is "
+                                                         f"\\boxed{{{2 * i + 3}}}."}) + "\n" for i in range(2)))
+    out = tmp_path / "served"
+    train("gkd", {"model": "smollm2-135m", "data": str(records), "lmbda": 0.0, "beta": 0.0, "temperature": 1.0,
+                  "max_steps": 1, "learning_rate": 1e-9, "per_device_train_batch_size": 2, "seed": 0,
+                  "teacher": "smollm2-135m", "teacher_backend": "openai", "teacher_base_url": vllm_server,
+                  "teacher_top_k": 20}, out)
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["completion_tokens"] > 20  # both rows were scored (a refused row drops out of the mask)
+    assert 0.0 <= first["kd_loss"] < 5e-3, first
