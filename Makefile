@@ -45,8 +45,10 @@ demo: setup
 # core, so the second core is otherwise idle; tests that start 2-rank jobs take a free port.
 # One torch thread per process: two workers with torch's default 2 threads each oversubscribe
 # the 2 cores, and OpenMP's spinning threads then made SmolLM2 tests ~10x slower.
+# --no-loadscope-reorder keeps tests/conftest.py's order (slow files first) instead of xdist's
+# files-with-most-tests-first, which left the minute-long SmolLM2 files for the end.
 test: setup vllm-env
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --durations=25
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
