@@ -22,7 +22,8 @@ earlier outputs by path, so every hand-over is a file a human can open::
         data: ${vars.task}?seed=7
         limit: 40
 
-`--until STEP` stops after STEP; each step records `seconds` (wall) and `cpu_seconds`.
+`--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
+not read it; each step records `seconds` (wall) and `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
 a train step produced). Step kinds and their keys:
@@ -125,10 +126,17 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     return Pipeline(path, str(raw.get("name", path.stem)), variables, steps)
 
 
-def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None) -> dict[str, dict[str, Any]]:
+def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None,
+                 keep_going: bool = False) -> dict[str, dict[str, Any]]:
     """Run every step in order, skipping finished ones; returns `{step: result}` where a result
     has `out`, `seconds` (wall), `cpu_seconds`, and `model` (train) or `summary` (eval).
-    `until` stops after that step, so a long experiment can be run a part at a time."""
+    `until` stops after that step, so a long experiment can be run a part at a time.
+
+    `keep_going` (make's `-k`): a step that fails with a user-facing error (e.g. a stage whose
+    filters kept no record) is recorded as failed with its one-line error, the steps that read
+    its output are recorded as skipped, and the rest still run; its result is `{"out",
+    "failed": message}`. A grid of independent cells is then not held up by one empty cell, and
+    re-running the same command retries exactly the failed and skipped steps."""
     out = Path(out)
     if until is not None and until not in {s.name for s in pipeline.steps}:
         raise UserError(f"{pipeline.path}: --until '{until}' names no step")
@@ -138,7 +146,16 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     done: dict[str, Any] = read_state(state_path).get("steps", {})
     results: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, str] = {}
+    failed: set[str] = set()
     for step in pipeline.steps:
+        if blocked := sorted(_steps_read(step) & failed):
+            failed.add(step.name)
+            message = f"skipped: it reads {', '.join(blocked)}, which did not complete"
+            echo(f"[{step.name}] {message}")
+            results[step.name] = {"out": str(out / step.name), "failed": message}
+            done[step.name] = {"status": "skipped", "error": message}
+            _save_state(state_path, pipeline, done)
+            continue
         resolved = _resolve(step, pipeline.vars, results, out)
         # A step's identity includes the identity of every step it reads: paths like
         # ${sft.model} stay the same when what is behind them changes.
@@ -159,7 +176,17 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
         done[step.name] = {"fingerprint": fingerprint, "status": "running"}
         _save_state(state_path, pipeline, done)
         started, cpu_started = time.time(), _cpu_seconds()
-        result = _RUNNERS[step.kind](resolved, step_out)
+        try:
+            result = _RUNNERS[step.kind](resolved, step_out)
+        except UserError as error:
+            if not keep_going:
+                raise
+            failed.add(step.name)
+            echo(f"[{step.name}] failed: {error}; continuing (--keep-going)")
+            results[step.name] = {"out": str(step_out), "failed": str(error)}
+            done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": str(error)}
+            _save_state(state_path, pipeline, done)
+            continue
         result["seconds"] = round(time.time() - started, 1)
         result["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 1)
         results[step.name] = result

@@ -16,20 +16,29 @@ def run(
     out: opt.Out,
     set_: opt.Set = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop after this step (run a long pipeline a part at a time).")] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="A failing step is recorded and the steps that do not read its output still run; "
+                             "exit code 2 at the end if any failed.")] = False,
 ) -> None:
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
 
     from llm_teach.report import write_report
 
-    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until)
+    from llm_teach.errors import UserError
+
+    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going)
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
+    if failed := [name for name, result in results.items() if "failed" in result]:
+        raise UserError(f"{len(failed)} step(s) did not complete: {', '.join(failed)} (errors in {out}/pipeline.json)")
 
 
 def print_results(results: dict) -> None:
     for name, result in results.items():
-        if "summary" in result:
+        if "failed" in result:
+            typer.echo(f"{name}: {result['failed']}")
+        elif "summary" in result:
             s = result["summary"]
             typer.echo(f"{name}: {s['model']} accuracy {s['accuracy']:.3f} ± {s['accuracy_stderr']:.3f} (n={s['n']})")
         elif "model" in result:

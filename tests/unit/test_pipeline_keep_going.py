@@ -1,0 +1,75 @@
+"""`llm-teach run --keep-going`: a failing step is recorded, the steps that read it are skipped,
+the independent ones still run, and a re-run retries exactly what did not complete.
+
+The step runners are swapped for ones that fail on demand: what is under test is the
+pipeline's bookkeeping, not evaluation."""
+
+import json
+
+import pytest
+
+from llm_teach import pipeline as pl
+from llm_teach.errors import UserError
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "1 + 1 =", "answer": "2"}) + "\n")
+    # a (fails) <- b reads it <- c reads b; d is independent of all three.
+    (tmp_path / "p.yaml").write_text(
+        "steps:\n"
+        f"  - {{name: a, eval: m, data: {data}, benchmark: math500}}\n"
+        f"  - {{name: b, eval: '${{a.out}}/m', data: {data}, benchmark: math500}}\n"
+        f"  - {{name: c, eval: '${{b.out}}/m', data: {data}, benchmark: math500}}\n"
+        f"  - {{name: d, eval: m, data: {data}, benchmark: math500}}\n")
+    calls, failing = [], {"a"}
+
+    def runner(step, out):
+        calls.append(step.name)
+        if step.name in failing:
+            raise UserError(f"{out}/records.jsonl: no records")
+        return {"out": str(out)}
+
+    monkeypatch.setitem(pl._RUNNERS, "eval", runner)
+    return pl.load_pipeline(tmp_path / "p.yaml"), tmp_path / "out", calls, failing
+
+
+def test_without_keep_going_the_first_failure_stops_the_run(grid):
+    pipeline, out, calls, _ = grid
+    with pytest.raises(UserError, match="no records"):
+        pl.run_pipeline(pipeline, out, echo=lambda *_: None)
+    assert calls == ["a"]
+
+
+def test_keep_going_skips_what_reads_the_failure_and_runs_the_rest(grid):
+    pipeline, out, calls, failing = grid
+    lines = []
+    results = pl.run_pipeline(pipeline, out, echo=lines.append, keep_going=True)
+    assert calls == ["a", "d"]  # b reads a, c reads b: neither runs
+    assert "no records" in results["a"]["failed"]
+    assert "reads a" in results["b"]["failed"] and "reads b" in results["c"]["failed"]
+    assert "failed" not in results["d"]
+    saved = json.loads((out / "pipeline.json").read_text())["steps"]
+    assert [saved[n]["status"] for n in "abcd"] == ["failed", "skipped", "skipped", "complete"]
+    assert "no records" in saved["a"]["error"]
+    assert any(line.startswith("[a] failed:") for line in lines)
+
+    failing.clear()  # the cause is fixed: the same command retries a, b, c and skips d
+    results = pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True)
+    assert calls == ["a", "d", "a", "b", "c"]
+    assert not any("failed" in r for r in results.values())
+    saved = json.loads((out / "pipeline.json").read_text())["steps"]
+    assert {saved[n]["status"] for n in "abcd"} == {"complete"}
+
+
+def test_the_command_exits_2_naming_the_failed_steps(grid, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from llm_teach.cli import app
+
+    _, out, calls, _ = grid
+    monkeypatch.setattr("llm_teach.report.write_report", lambda run_dir: f"{run_dir}/report.html")
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(out), "--keep-going"])
+    assert calls == ["a", "d"]
+    assert isinstance(result.exception, UserError) and "3 step(s) did not complete: a, b, c" in str(result.exception)
