@@ -8,7 +8,7 @@ of `llm-teach eval` with a `--teacher-`/`--student-` prefix.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -30,6 +30,7 @@ EXAMPLES = {stage: f"Example: llm-teach generate {stage} --teacher tiny-random -
 
 def _register(stage: str, help_text: str) -> None:
     @generate_app.command(stage, help=f"{help_text[0].upper()}{help_text[1:]}.", epilog=EXAMPLES[stage])
+    @opt.with_role_backends("teacher", "student", before="shard")
     def command(
         teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher model spec or served model name (required).")] = None,
         data: Annotated[Optional[str], typer.Option("--data", help="Problem source (required): gsm8k, math500, rg:TASK or a .jsonl/.parquet path.")] = None,
@@ -49,28 +50,9 @@ def _register(stage: str, help_text: str) -> None:
             "--probe", help="arte: problem source of probe candidates (default: a held-out split of --data).")] = None,
         diagnose: Annotated[Optional[str], typer.Option(
             "--diagnose", help="stat: problem source of the diagnosis set (default: a held-out split of --data).")] = None,
-        teacher_backend: Annotated[str, typer.Option("--teacher-backend", help="hf, openai or vllm.")] = "hf",
-        teacher_base_url: Annotated[Optional[list[str]], typer.Option("--teacher-base-url", help=opt.BASE_URL_HELP.replace("--", "--teacher-"))] = None,
-        teacher_api_key_env: Annotated[Optional[str], typer.Option("--teacher-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--teacher-"))] = None,
-        teacher_max_concurrency: Annotated[int, typer.Option("--teacher-max-concurrency")] = 8,
-        teacher_dtype: Annotated[str, typer.Option("--teacher-dtype")] = "auto",
-        teacher_batch_size: Annotated[int, typer.Option("--teacher-batch-size")] = 16,
-        teacher_tensor_parallel_size: Annotated[int, typer.Option("--teacher-tensor-parallel-size")] = 1,
-        teacher_timeout: Annotated[float, typer.Option("--teacher-timeout", help="openai: seconds per request.")] = 600.0,
-        teacher_max_retries: Annotated[int, typer.Option("--teacher-max-retries")] = 6,
-        teacher_tokenizer: Annotated[Optional[str], typer.Option("--teacher-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
-        student_backend: Annotated[str, typer.Option("--student-backend", help="hf, openai or vllm.")] = "hf",
-        student_base_url: Annotated[Optional[list[str]], typer.Option("--student-base-url", help=opt.BASE_URL_HELP.replace("--", "--student-"))] = None,
-        student_api_key_env: Annotated[Optional[str], typer.Option("--student-api-key-env", help=opt.API_KEY_ENV_HELP.replace("--", "--student-"))] = None,
-        student_max_concurrency: Annotated[int, typer.Option("--student-max-concurrency")] = 8,
-        student_dtype: Annotated[str, typer.Option("--student-dtype")] = "auto",
-        student_batch_size: Annotated[int, typer.Option("--student-batch-size")] = 16,
-        student_tensor_parallel_size: Annotated[int, typer.Option("--student-tensor-parallel-size")] = 1,
-        student_timeout: Annotated[float, typer.Option("--student-timeout", help="openai: seconds per request.")] = 600.0,
-        student_max_retries: Annotated[int, typer.Option("--student-max-retries")] = 6,
-        student_tokenizer: Annotated[Optional[str], typer.Option("--student-tokenizer", help="openai scoring: model spec of the served model's tokenizer.")] = None,
         shard: opt.Shard = None,
         show_options: Annotated[bool, typer.Option("--show-options", help="List the stage's config keys (for --config and --set) with defaults and help, then exit.")] = False,
+        **backend_flags: Any,
     ) -> None:
         from llm_teach.errors import UserError
         from llm_teach.runs.shard import Shard
@@ -88,14 +70,8 @@ def _register(stage: str, help_text: str) -> None:
         models = Models(
             teacher=teacher,
             student=student or teacher,
-            teacher_options=opt.backend_options(teacher_backend, teacher_base_url, teacher_api_key_env,
-                                                teacher_max_concurrency, teacher_dtype, teacher_batch_size,
-                                                teacher_tensor_parallel_size, teacher_timeout, teacher_max_retries,
-                                                teacher_tokenizer, prefix="--teacher-"),
-            student_options=opt.backend_options(student_backend, student_base_url, student_api_key_env,
-                                                student_max_concurrency, student_dtype, student_batch_size,
-                                                student_tensor_parallel_size, student_timeout, student_max_retries,
-                                                student_tokenizer, prefix="--student-"),
+            teacher_options=opt.role_backend_options("teacher", backend_flags),
+            student_options=opt.role_backend_options("student", backend_flags),
         )
         manifest = run_stage(stage, models, data=data, limit=limit, columns=opt.parse_columns(columns), split=split,
                              out=out, config_file=config, overrides=set_, decontaminate=decontaminate,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import inspect
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -62,6 +63,52 @@ def backend_options(backend: str, base_url: str | list[str] | None, api_key_env:
                           max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
                           tensor_parallel_size=tensor_parallel_size, timeout=timeout,
                           max_retries=max_retries, tokenizer=tokenizer)
+
+
+def _role_flags(role: str) -> list[inspect.Parameter]:
+    """The backend flags of one model role (`--teacher-backend`, `--teacher-base-url`, ...), as
+    parameters `teacher_backend`, ... of a Typer command: the names of `backend_options`."""
+    p = f"--{role}-"
+    flags: list[tuple[str, Any, Any]] = [
+        ("backend", Annotated[str, typer.Option(p + "backend", help="hf, openai or vllm.")], "hf"),
+        ("base_url", Annotated[Optional[list[str]], typer.Option(p + "base-url", help=BASE_URL_HELP.replace("--", p))],
+         None),
+        ("api_key_env", Annotated[Optional[str], typer.Option(p + "api-key-env",
+                                                              help=API_KEY_ENV_HELP.replace("--", p))], None),
+        ("max_concurrency", Annotated[int, typer.Option(p + "max-concurrency")], 8),
+        ("dtype", Annotated[str, typer.Option(p + "dtype")], "auto"),
+        ("batch_size", Annotated[int, typer.Option(p + "batch-size")], 16),
+        ("tensor_parallel_size", Annotated[int, typer.Option(p + "tensor-parallel-size")], 1),
+        ("timeout", Annotated[float, typer.Option(p + "timeout", help="openai: seconds per request.")], 600.0),
+        ("max_retries", Annotated[int, typer.Option(p + "max-retries")], 6),
+        ("tokenizer", Annotated[Optional[str], typer.Option(
+            p + "tokenizer", help="openai scoring: model spec of the served model's tokenizer.")], None),
+    ]
+    return [inspect.Parameter(f"{role}_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+            for name, annotation, default in flags]
+
+
+def with_role_backends(*roles: str, before: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a Typer command each role's backend flags (`_role_flags`), placed before its
+    parameter `before`. The command receives them in `**flags` and turns one role's into
+    BackendOptions with `role_backend_options`. Typer reads a command's options from its
+    signature, so the decorator sets `__signature__`: one declaration serves every role."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for param in inspect.signature(command, eval_str=True).parameters.values()
+               if param.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = [param.name for param in own].index(before)
+        added = [param for role in roles for param in _role_flags(role)]
+        command.__signature__ = inspect.Signature(own[:at] + added + own[at:])  # type: ignore[attr-defined]
+        return command
+    return decorate
+
+
+def role_backend_options(role: str, flags: dict[str, Any]) -> BackendOptions:
+    """BackendOptions of `role` from the `**flags` of a command decorated by `with_role_backends`."""
+    prefix = f"{role}_"
+    return backend_options(**{name[len(prefix):]: value for name, value in flags.items() if name.startswith(prefix)},
+                           prefix=f"--{role}-")
 
 
 def parse_columns(columns: str | None) -> dict[str, str] | None:

@@ -29,7 +29,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from llm_teach.config import check_fields, option
 from llm_teach.errors import UserError
@@ -52,6 +52,21 @@ class DecontamConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, ngram=">= 1")
+
+
+# The two filter settings of a stage that writes new problems from the input (STAT-Syn, ARTE),
+# declared once; `what` is how the stage's help names what it writes. (LLM2LLM's variants of a
+# seed keep their own wording and its reference's 0.95.)
+def near_duplicate_option(what: str) -> Any:
+    """The `near_duplicate_rouge_l` config field (for `NearDuplicates`)."""
+    return option(f"Drop {what} at least this ROUGE-L-similar to the input or to each other (Self-Instruct's "
+                  "0.7; the paper describes no such filter).", 0.7)
+
+
+def decontamination_option(what: str) -> Any:
+    """The `decontamination` config field (a `DecontamConfig`, for `Decontaminator.from_config`)."""
+    return option(f"Evaluation sets {what} must not overlap (word n-grams); `--decontaminate` adds files.",
+                  factory=DecontamConfig)
 
 
 def words(text: str) -> list[str]:

@@ -56,7 +56,8 @@ from typing import Any
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.config import FieldError, check_fields, option
-from llm_teach.data.decontam import DecontamConfig, Decontaminator, NearDuplicates, admit, drop_near_duplicates
+from llm_teach.data.decontam import (DecontamConfig, Decontaminator, NearDuplicates, admit, decontamination_option,
+                                     drop_near_duplicates, near_duplicate_option)
 from llm_teach.data.jsonl import write_jsonl_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
@@ -119,12 +120,8 @@ class ARTEConfig:
         "Independent teacher re-solves of each final question; a rationale is kept only when more than half "
         "of them give its answer (0 = no check; ours, the paper gives no rule).", 3)
     resolve_temperature: float = option("Sampling temperature of the re-solves (they must be independent).", 0.7)
-    near_duplicate_rouge_l: float = option(
-        "Drop questions at least this ROUGE-L-similar to the input or to each other (Self-Instruct's 0.7; the"
-        " paper describes no such filter).", 0.7)
-    decontamination: DecontamConfig = option(
-        "Evaluation sets new questions must not overlap (word n-grams); `--decontaminate` adds files.",
-        factory=DecontamConfig)
+    near_duplicate_rouge_l: float = near_duplicate_option("questions")
+    decontamination: DecontamConfig = decontamination_option("new questions")
     chunk_size: int = option("Brainstorm prompts, or rationales to score, per work unit (the most a kill redoes).", 8)
     seed: int = option("Base seed; the probe split, seed samples and units derive theirs from it.", 0)
     brainstorm_template: str = option(

@@ -60,7 +60,7 @@ from typing import Any, Callable, Literal, NamedTuple
 
 from llm_teach.backends import Backend, SamplingConfig
 from llm_teach.config import FieldError, check_fields, option
-from llm_teach.data.decontam import DecontamConfig, Decontaminator
+from llm_teach.data.decontam import DecontamConfig, Decontaminator, decontamination_option, near_duplicate_option
 from llm_teach.data.jsonl import read_text, write_json_atomic
 from llm_teach.data.problems import Problem, grading_benchmark
 from llm_teach.errors import UserError
@@ -115,12 +115,8 @@ class STATConfig:
     syn_references: int = option("Reference problems shown to the teacher per written problem.", 3)
     syn_solutions: int = option("Teacher solutions per written problem (paper: 3).", 3)
     syn_min_agree: int = option("Keep a written problem when at least this many solutions agree (paper: 2).", 2)
-    near_duplicate_rouge_l: float = option(
-        "Drop written problems at least this ROUGE-L-similar to the input or to each other (Self-Instruct's "
-        "0.7; the paper describes no such filter).", 0.7)
-    decontamination: DecontamConfig = option(
-        "Evaluation sets written problems must not overlap (word n-grams); `--decontaminate` adds files.",
-        factory=DecontamConfig)
+    near_duplicate_rouge_l: float = near_duplicate_option("written problems")
+    decontamination: DecontamConfig = decontamination_option("written problems")
     syn_temperature: float = option("Sampling temperature when writing problems (diversity).", 1.0)
     solve_temperature: float = option("Sampling temperature of teacher solutions (they must be independent).", 0.7)
     solve_attempts: int = option("STAT-Sel: teacher attempts at a selected problem without a worked solution.", 3)

@@ -16,6 +16,7 @@ so shifting again here would silently train on the wrong token.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Literal, NamedTuple
 
@@ -206,40 +207,33 @@ class DistillLoss(nn.Module):
         self.student_renorm = student_renorm
 
     def token_losses(
-        self,
-        student_logits: Tensor,
-        targets: Tensor | None = None,
-        teacher_topk_ids: Tensor | None = None,
-        teacher_topk_logprobs: Tensor | None = None,
-        teacher_logits: Tensor | None = None,
-        teacher_log_tail: Tensor | None = None,
-        teacher_sample_log_weights: Tensor | None = None,
+        self, student_logits: Tensor, targets: Tensor | None = None, **teacher: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """Unreduced per-position `(D [B, T], CE [B, T] or None)`, the building block of
-        `masked_sums`. D is returned without the T^2 factor. With `teacher_log_tail` ([B, T], the
-        teacher's log mass outside its top-k at this loss's temperature) the top-k keeps its
-        tail (`losses.sparse.sparse_divergence`; `teacher_sample_log_weights` [B, T, M] when the
-        last M entries are tail samples); without it the top-k is renormalized."""
-        if teacher_logits is not None:
+        `masked_sums`; `teacher`: the teacher keywords of `forward` (declared once, there). D is
+        returned without the T^2 factor. With `teacher_log_tail` ([B, T], the teacher's log mass
+        outside its top-k at this loss's temperature) the top-k keeps its tail
+        (`losses.sparse.sparse_divergence`; `teacher_sample_log_weights` [B, T, M] when the last
+        M entries are tail samples); without it the top-k is renormalized."""
+        unknown = sorted(set(teacher) - TEACHER_KEYWORDS)
+        if unknown:
+            raise TypeError(f"DistillLoss got unexpected teacher keyword(s): {', '.join(unknown)}")
+        ids, logprobs = teacher.get("teacher_topk_ids"), teacher.get("teacher_topk_logprobs")
+        tail = teacher.get("teacher_log_tail")
+        if teacher.get("teacher_logits") is not None:
             d = dense_divergence(
-                student_logits, teacher_logits, self.divergence, self.jsd_beta, self.temperature
+                student_logits, teacher["teacher_logits"], self.divergence, self.jsd_beta, self.temperature
             )
-        elif teacher_topk_ids is not None and teacher_topk_logprobs is not None and teacher_log_tail is not None:
+        elif ids is not None and logprobs is not None and tail is not None:
             if self.student_renorm:
                 raise ValueError("student_renorm compares conditionals on a renormalized top-k; a teacher with "
                                  "its tail (teacher_log_tail) needs no renormalization")
-            d = sparse_divergence(_upcast(student_logits), teacher_topk_ids, teacher_topk_logprobs,
-                                  teacher_log_tail, teacher_sample_log_weights, self.divergence,
+            d = sparse_divergence(_upcast(student_logits), ids, logprobs, tail,
+                                  teacher.get("teacher_sample_log_weights"), self.divergence,
                                   self.jsd_beta, self.temperature)
-        elif teacher_topk_ids is not None and teacher_topk_logprobs is not None:
+        elif ids is not None and logprobs is not None:
             d = topk_divergence(
-                student_logits,
-                teacher_topk_ids,
-                teacher_topk_logprobs,
-                self.divergence,
-                self.jsd_beta,
-                self.temperature,
-                self.student_renorm,
+                student_logits, ids, logprobs, self.divergence, self.jsd_beta, self.temperature, self.student_renorm
             )
         else:
             raise ValueError("give teacher_logits or teacher_topk_ids + teacher_topk_logprobs")
@@ -302,6 +296,12 @@ class DistillLoss(nn.Module):
             teacher_sample_log_weights=teacher_sample_log_weights,
         )
         return self.combine(*sums)
+
+
+# The teacher keywords `forward` declares (and `token_losses`, `masked_sums` and the chunked
+# losses pass on as `**teacher`).
+TEACHER_KEYWORDS = frozenset(inspect.signature(DistillLoss.forward).parameters) - {
+    "self", "student_logits", "mask", "targets"}
 
 
 def _slice(x: Tensor | None, s: int, e: int) -> Tensor | None:
