@@ -6,7 +6,11 @@ Reads OUT/pipeline.json, which `llm-teach run` writes: each eval step's summary 
 and each step's `cpu_seconds`. A method's row is its `M-s{0,1,2}-heldout` evaluations (mean and
 sample sd over the seeds that finished); its CPU-minutes are the mean over seeds of the `M-s*`
 train step plus the whole of its stage step `M`, if any (what one more training of the method
-would cost from scratch). Steps not finished yet show as pending.
+would cost from scratch). Teacher calls: the sequences the teacher generated or scored for one
+training of the method: its stage's teacher completions (the stage manifest's `usage`) plus, for
+a trainer that queries the teacher itself (logitkd, seqkd, gkd, kdrl), one per training sequence
+(optimizer steps x sequences per step, from its manifest and config). GSM8K: the method's seed-0
+model on the fixed GSM8K subset (`gsm8k-M-s0`). Steps not finished yet show as pending.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
+TEACHER_IN_TRAINER = {"seqkd", "logitkd", "gkd", "kdrl"}
 METHODS = ["sft-gold", "seqkd", "logitkd", "gkd", "grpo", "kdrl", "ssb", "llm2llm", "stat-sel", "stat-syn", "arte"]
 
 
@@ -30,6 +35,20 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
         r = result(name)
         return r["summary"]["accuracy"] if r else None
 
+    def teacher_calls(m):
+        calls, stage = 0, out / m / "manifest.json"
+        if stage.exists():
+            calls += json.loads(stage.read_text()).get("usage", {}).get("teacher", {}).get("completions", 0)
+        train = out / f"{m}-s0" / "manifest.json"
+        if m in TEACHER_IN_TRAINER:
+            if not train.exists():
+                return None
+            manifest = json.loads(train.read_text())
+            config = manifest.get("config") or {}
+            batch = int(config.get("per_device_train_batch_size", 1)) * int(config.get("gradient_accumulation_steps", 1))
+            calls += int(manifest.get("global_step", 0)) * batch * int(manifest.get("world_size", 1))
+        return calls
+
     teacher, none = acc("teacher-heldout"), acc("none-heldout")
     table = []
     for m in METHODS:
@@ -39,9 +58,16 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
         cpu_min = (statistics.mean(train_cpu) + (stage or {}).get("cpu_seconds", 0)) / 60 if train_cpu else None
         mean = statistics.mean(accs) if accs else None
         gap = (mean - none) / (teacher - none) if None not in (mean, none, teacher) and teacher != none else None
-        table.append({"method": m, "seeds": len(accs), "mean": mean,
-                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap, "cpu_min": cpu_min})
+        errors = [f"{n}: {steps[n]['error']}" for n in (m, f"{m}-s0") if (steps.get(n) or {}).get("status") == "failed"]
+        table.append({"method": m, "seeds": len(accs), "error": errors[0] if errors else None, "mean": mean,
+                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap, "cpu_min": cpu_min,
+                      "teacher_calls": teacher_calls(m), "gsm8k": acc(f"gsm8k-{m}-s0")})
     return table, teacher, none
+
+
+def _summary(out: Path, name: str) -> float | None:
+    step = json.loads((out / "pipeline.json").read_text())["steps"].get(name) or {}
+    return step["result"]["summary"]["accuracy"] if step.get("status") == "complete" else None
 
 
 def main() -> None:
@@ -51,12 +77,18 @@ def main() -> None:
     args = ap.parse_args()
     table, teacher, none = rows(args.out)
     fmt = lambda v, f="{:.3f}": "pending" if v is None else f.format(v)  # noqa: E731
-    print(f"teacher {fmt(teacher)}  no training {fmt(none)}")
-    print("| method | seeds | accuracy mean ± sd | gap recovered | CPU-min (mean per seed, incl. stage) |")
-    print("|---|---|---|---|---|")
+    gsm = {name: acc for name in ("gsm8k-teacher-base", "gsm8k-teacher", "gsm8k-none")
+           if (acc := _summary(args.out, name)) is not None}
+    print(f"teacher {fmt(teacher)}  no training {fmt(none)}  GSM8K subset: {gsm or 'pending'}")
+    print("| method | seeds | accuracy mean ± sd | gap recovered | CPU-min (mean per seed, incl. stage) "
+          "| teacher calls | GSM8K subset (s0) |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
+        if r["error"] and not r["seeds"]:
+            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | |")
+            continue
         print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {fmt(r['sd'])} | {fmt(r['gap'], '{:.2f}')} "
-              f"| {fmt(r['cpu_min'], '{:.1f}')} |")
+              f"| {fmt(r['cpu_min'], '{:.1f}')} | {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
     if args.plot:
         import matplotlib
 
