@@ -23,7 +23,8 @@ earlier outputs by path, so every hand-over is a file a human can open::
         limit: 40
 
 `--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
-not read it; each step records `seconds` (wall) and `cpu_seconds`.
+not read it; `--rerun STEP` redoes a completed step and what reads it; each step records
+`seconds` (wall) and `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
 a train step produced). Step kinds and their keys:
@@ -52,9 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
-from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory, check_name
+from llm_teach.runs.pipeline_state import read_state, save_state, set_aside
 
 TOP_KEYS = {"name", "description", "vars", "steps"}
 KINDS = {
@@ -127,75 +128,93 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None,
-                 keep_going: bool = False) -> dict[str, dict[str, Any]]:
+                 keep_going: bool = False, rerun: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Any]]:
     """Run every step in order, skipping finished ones; returns `{step: result}` where a result
     has `out`, `seconds` (wall), `cpu_seconds`, and `model` (train) or `summary` (eval).
     `until` stops after that step, so a long experiment can be run a part at a time.
 
-    `keep_going` (make's `-k`): a step that fails with a user-facing error (e.g. a stage whose
-    filters kept no record) is recorded as failed with its one-line error, the steps that read
-    its output are recorded as skipped, and the rest still run; its result is `{"out",
-    "failed": message}`. A grid of independent cells is then not held up by one empty cell, and
-    re-running the same command retries exactly the failed and skipped steps."""
+    `keep_going` (make's `-k`): a step failing with a UserError (e.g. a stage that kept no
+    record) is recorded with its error, steps reading it are skipped, the rest run (result
+    `{"out", "failed": message}`): one empty cell does not hold up a grid; a re-run retries them.
+    `rerun`: redo these completed steps and all that read them (old outputs kept as
+    `OUT/<step>.stale-N`; an eval echoes its old accuracy): a cell's reproducibility check."""
     out = Path(out)
-    if until is not None and until not in {s.name for s in pipeline.steps}:
+    names = {s.name for s in pipeline.steps}
+    if until is not None and until not in names:
         raise UserError(f"{pipeline.path}: --until '{until}' names no step")
+    if unknown := sorted(set(rerun) - names):
+        raise UserError(f"{pipeline.path}: --rerun '{unknown[0]}' names no step")
     check_pipeline(pipeline, out)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
     state_path = out / "pipeline.json"
     done: dict[str, Any] = read_state(state_path).get("steps", {})
     results: dict[str, dict[str, Any]] = {}
     fingerprints: dict[str, str] = {}
-    failed: set[str] = set()
+    failed, forced = set(), set(rerun)
     for step in pipeline.steps:
-        if blocked := sorted(_steps_read(step) & failed):
+        reads = _steps_read(step)
+        if blocked := sorted(reads & failed):
             failed.add(step.name)
             message = f"skipped: it reads {', '.join(blocked)}, which did not complete"
             echo(f"[{step.name}] {message}")
             results[step.name] = {"out": str(out / step.name), "failed": message}
             done[step.name] = {"status": "skipped", "error": message}
-            _save_state(state_path, pipeline, done)
+            save_state(state_path, pipeline.path, pipeline.name, done)
             continue
         resolved = _resolve(step, pipeline.vars, results, out)
         # A step's identity includes the identity of every step it reads: paths like
         # ${sft.model} stay the same when what is behind them changes.
         fingerprint = _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options,
-                             "inputs": {name: fingerprints[name] for name in sorted(_steps_read(step))}})
+                             "inputs": {name: fingerprints[name] for name in sorted(reads)}})
         fingerprints[step.name] = fingerprint
-        previous = done.get(step.name)
-        if previous and previous.get("fingerprint") == fingerprint and previous.get("status") == "complete":
+        if reads & forced:
+            forced.add(step.name)
+        previous = done.get(step.name) or {}
+        unchanged = previous.get("fingerprint") == fingerprint
+        if unchanged and previous.get("status") == "complete" and step.name not in forced:
             echo(f"[{step.name}] complete, skipped")
             results[step.name] = previous["result"]
             continue
         step_out = out / step.name
-        if previous and previous.get("fingerprint") != fingerprint and step_out.exists():
-            # Its output answers another definition: keep it aside rather than resume from it.
-            stale = _set_aside(step_out)
-            echo(f"[{step.name}] changed (or an input changed); the previous output is now {stale.name}")
+        if step_out.exists() and (previous and not unchanged or step.name in forced):
+            # Its output answers another definition (or is to be redone): kept aside, not resumed.
+            stale = set_aside(step_out)
+            why = "--rerun" if step.name in forced else "changed (or an input changed)"
+            echo(f"[{step.name}] {why}; the previous output is now {stale.name}")
         echo(f"[{step.name}] {step.kind} {resolved.target}")
         done[step.name] = {"fingerprint": fingerprint, "status": "running"}
-        _save_state(state_path, pipeline, done)
-        started, cpu_started = time.time(), _cpu_seconds()
-        try:
-            result = _RUNNERS[step.kind](resolved, step_out)
-        except UserError as error:
-            if not keep_going:
-                raise
-            failed.add(step.name)
-            echo(f"[{step.name}] failed: {error}; continuing (--keep-going)")
-            results[step.name] = {"out": str(step_out), "failed": str(error)}
-            done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": str(error)}
-            _save_state(state_path, pipeline, done)
-            continue
-        result["seconds"] = round(time.time() - started, 1)
-        result["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 1)
+        save_state(state_path, pipeline.path, pipeline.name, done)
+        result = _run_step(step, resolved, step_out, keep_going, echo)
         results[step.name] = result
-        done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
-        _save_state(state_path, pipeline, done)
+        if "failed" in result:
+            failed.add(step.name)
+            done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": result["failed"]}
+        else:
+            done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
+            if step.name in forced and "summary" in (previous.get("result") or {}):
+                was, now = previous["result"]["summary"]["accuracy"], result["summary"]["accuracy"]
+                echo(f"[{step.name}] accuracy {now:.4f} (before --rerun: {was:.4f})")
+        save_state(state_path, pipeline.path, pipeline.name, done)
         if step.name == until:
             echo(f"[{step.name}] --until reached; re-run without it to continue")
             break
     return results
+
+
+def _run_step(step: Step, resolved: Step, step_out: Path, keep_going: bool, echo) -> dict[str, Any]:
+    """One step's result with its wall and CPU seconds; with `keep_going` a UserError becomes
+    `{"out", "failed": message}` instead of ending the run."""
+    started, cpu_started = time.time(), _cpu_seconds()
+    try:
+        result = _RUNNERS[step.kind](resolved, step_out)
+    except UserError as error:
+        if not keep_going:
+            raise
+        echo(f"[{step.name}] failed: {error}; continuing (--keep-going)")
+        return {"out": str(step_out), "failed": str(error)}
+    result["seconds"] = round(time.time() - started, 1)
+    result["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 1)
+    return result
 
 
 def _cpu_seconds() -> float:
@@ -208,40 +227,10 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _save_state(path: Path, pipeline: Pipeline, done: dict[str, Any]) -> None:
-    """`OUT/pipeline.json`: what each step is and whether it completed; its `kind` marks OUT as
-    a pipeline's, so no other command writes into it (`runs.directory.MARKERS`)."""
-    write_json_atomic(path, {"kind": "pipeline", "pipeline": str(pipeline.path), "name": pipeline.name, "steps": done})
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """OUT/pipeline.json (the steps a previous run finished), {} for a new OUT; checks that OUT
-    can be a directory first, so a bad --out is one line before anything runs."""
-    from llm_teach.runs.directory import check_out_dir
-
-    check_out_dir(path.parent)
-    if not path.exists():
-        return {}
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: invalid JSON or not UTF-8
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("steps", {}), dict):
-        raise UserError(f"{path}: unreadable pipeline state; use a new --out (or delete it)")
-    return state
-
-
 def _steps_read(step: Step) -> set[str]:
     """Names of the earlier steps whose outputs this step refers to."""
     return {scope for scope, _ in _REF.findall(json.dumps([step.target, step.options], default=str))
             if scope != "vars"}
-
-
-def _set_aside(path: Path) -> Path:
-    n = 1
-    while (stale := path.with_name(f"{path.name}.stale-{n}")).exists():
-        n += 1
-    return path.rename(stale)
 
 
 def check_pipeline(pipeline: Pipeline, out: Path) -> None:

@@ -19,6 +19,9 @@ def run(
     keep_going: Annotated[bool, typer.Option(
         "--keep-going", help="A failing step is recorded and the steps that do not read its output still run; "
                              "exit code 2 at the end if any failed.")] = False,
+    rerun: Annotated[Optional[list[str]], typer.Option(
+        "--rerun", help="Run this completed step again, and every step that reads it (old outputs kept as "
+                        "OUT/STEP.stale-N; an eval prints its old accuracy beside the new). Repeatable.")] = None,
 ) -> None:
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
@@ -27,7 +30,8 @@ def run(
 
     from llm_teach.errors import UserError
 
-    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going)
+    results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going,
+                           rerun=rerun or ())
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
     if failed := [name for name, result in results.items() if "failed" in result]:

@@ -73,3 +73,18 @@ def test_the_command_exits_2_naming_the_failed_steps(grid, monkeypatch, tmp_path
     result = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml"), "--out", str(out), "--keep-going"])
     assert calls == ["a", "d"]
     assert isinstance(result.exception, UserError) and "3 step(s) did not complete: a, b, c" in str(result.exception)
+
+
+def test_rerun_redoes_a_completed_step_and_what_reads_it(grid):
+    pipeline, out, calls, failing = grid
+    failing.clear()
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None)
+    (out / "b" / "marker").parent.mkdir(parents=True, exist_ok=True)
+    (out / "b" / "marker").write_text("old")
+    lines = []
+    pl.run_pipeline(pipeline, out, echo=lines.append, rerun=["b"])
+    assert calls == ["a", "b", "c", "d", "b", "c"]  # b again, c reads b; a and d untouched
+    assert (out / "b.stale-1" / "marker").read_text() == "old" and not (out / "b" / "marker").exists()
+    assert any(line.startswith("[b] --rerun") for line in lines)
+    with pytest.raises(UserError, match="--rerun 'zz' names no step"):
+        pl.run_pipeline(pipeline, out, rerun=["zz"])
