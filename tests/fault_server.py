@@ -67,6 +67,11 @@ def solve(text: str) -> str:
     return str(sum(int(term.replace(" ", "")) for term in re.findall(r"[-+]?\s*\d+", found.group(1))))
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many concurrent clients connect at once; the default backlog is 5
+
+
 class FaultServer:
     """Run with `with FaultServer(...) as server:`; `server.base_url` ends in /v1."""
 
@@ -84,10 +89,10 @@ class FaultServer:
         self.answered: Counter[str] = Counter()  # request key -> successful answers
         self.authorization: set[str] = set()
         self.events: list[tuple[float, str, str]] = []  # (time, key, what happened)
+        self.in_flight = self.max_in_flight = 0  # requests being handled at once: now, and the most seen
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def __enter__(self) -> "FaultServer":
@@ -133,6 +138,16 @@ class FaultServer:
                 pass
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
                 server.authorization.add(self.headers.get("authorization", ""))
                 if server.always_status is not None:

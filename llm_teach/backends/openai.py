@@ -19,8 +19,9 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from llm_teach.backends.base import (Generation, Prompt, SamplingConfig, TailRequest, TokenLogprobs, cut_at_stop,
                                      encode_prompt, refuse_tail)
@@ -93,6 +94,33 @@ class OpenAIBackend:
     async def _generate_all(self, prompts: list[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         async with self._http.session() as session:
             return await gather_or_cancel(self._sample(session, p, n, sampling) for p in prompts)
+
+    def generate_in_order(self, groups: Sequence[Sequence[Prompt]], n: int, sampling: SamplingConfig,
+                          done: Callable[[list[list[Generation]]], None]) -> None:
+        """`generate` over several groups of prompts in one go, for callers that save their work
+        group by group (evaluation's chunks): every prompt's requests queue for the same
+        `max_concurrency` slots, so the slots stay full across group boundaries (one `generate`
+        per group would cap the requests in flight at one group's and drain them at the end of
+        each), and `done(generations)` is called for each group in order, as soon as it and every
+        group before it are finished. Each prompt is its own request(s), seeded alike wherever
+        it sits, so grouping changes no output."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        run_sync(self._generate_in_order([list(g) for g in groups], n, sampling, done))
+
+    async def _generate_in_order(self, groups: list[list[Prompt]], n: int, sampling: SamplingConfig,
+                                 done: Callable[[list[list[Generation]]], None]) -> None:
+        async with self._http.session() as session:
+            # Created in order, so the slots (a FIFO semaphore) serve earlier groups first.
+            tasks = [[asyncio.ensure_future(self._sample(session, p, n, sampling)) for p in group] for group in groups]
+            try:
+                for group in tasks:
+                    done([await task for task in group])
+            finally:  # a failure (or Ctrl-C) leaves nothing running
+                everything = [task for group in tasks for task in group]
+                for task in everything:
+                    task.cancel()
+                await asyncio.gather(*everything, return_exceptions=True)
 
     async def _sample(self, session: Session, prompt: Prompt, n: int, sampling: SamplingConfig) -> list[Generation]:
         first = None

@@ -69,6 +69,7 @@ def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool 
     `transformers.TrainerCallback`s (tests use one to crash a run mid-way).
     """
     from llm_teach.trainers import lifecycle
+    from llm_teach.trainers.deepspeed_ops import skip_inference_comm_op
 
     from llm_teach.runs.directory import check_out_dir
 
@@ -79,6 +80,7 @@ def train(method: str, values: dict[str, Any], out: str | Path, *, resume: bool 
     action, checkpoint = lifecycle.plan_run(out, method, cfg.to_dict(), resume, inputs)
     if action == "done":
         return lifecycle.final_model_dir(out)
+    skip_inference_comm_op(cfg.deepspeed)  # before the process group starts (see deepspeed_ops)
     # Data and models are validated and loaded before anything is written to `out`.
     trainer = method_module(method).build_trainer(cfg, out, callbacks=callbacks)
     return lifecycle.run(trainer, cfg, method, out, checkpoint, inputs)

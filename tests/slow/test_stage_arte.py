@@ -13,14 +13,17 @@ from llm_teach.data import read_jsonl
 @pytest.mark.slow
 def test_arte_on_smollm2(tmp_path, smollm2_dir):
     """A real teacher and a pruned student through every step, DPO included (ties allowed: a
-    12-layer student scores ~0 on every probe, and without pairs nothing would be trained)."""
+    12-layer student scores ~0 on every probe, and without pairs nothing would be trained). The
+    budgets are small where no assertion reads the text (on CPU the decode steps, i.e. the token
+    budgets, are most of each generate call here, not the rows): short questions, rationales and
+    probe answers, one DPO step, one re-solve per final rationale."""
     out = tmp_path / "arte"
     result = run_cli("generate", "arte", "--teacher", "smollm2-135m", "--student", "smollm2-135m?layers=12",
                      "--data", "rg:chain_sum", "--limit", "4", "--out", out,
-                     "--set", "max_new_tokens=64", "--set", "question_max_new_tokens=48",
-                     "--set", "probe_max_new_tokens=48", "--set", "questions_per_prompt=2",
-                     "--set", "styles=[concise, step_by_step]", "--set", "dpo.max_steps=2",
-                     "--set", "require_answer=false", "--set", "allow_ties=true")
+                     "--set", "max_new_tokens=40", "--set", "question_max_new_tokens=32",
+                     "--set", "probe_max_new_tokens=24", "--set", "questions_per_prompt=2",
+                     "--set", "styles=[concise, step_by_step]", "--set", "dpo.max_steps=1",
+                     "--set", "require_answer=false", "--set", "allow_ties=true", "--set", "final_resolves=1")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"

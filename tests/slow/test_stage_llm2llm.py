@@ -16,8 +16,8 @@ def test_llm2llm_on_smollm2(tmp_path, smollm2_dir):
     out = tmp_path / "l2l"
     result = run_cli("generate", "llm2llm", "--teacher", "smollm2-135m", "--student", "smollm2-135m?layers=24",
                      "--data", "rg:chain_sum", "--limit", "3", "--out", out, "--set", "rounds=1",
-                     "--set", "train.max_steps=1", "--set", "eval_max_new_tokens=48", "--set", "new_per_wrong=2",
-                     "--set", "teacher_max_new_tokens=160", "--set", "solve_max_new_tokens=96")
+                     "--set", "train.max_steps=1", "--set", "eval_max_new_tokens=32", "--set", "new_per_wrong=2",
+                     "--set", "teacher_max_new_tokens=96", "--set", "solve_max_new_tokens=96")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     rounds = read_jsonl(out / "rounds.jsonl")

