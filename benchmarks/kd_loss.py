@@ -253,7 +253,9 @@ def main() -> None:
     entries = sorted((r for row in rows for r in row.results.values()), key=lambda e: e.get("started", 0))
     load = (entries[0]["load_start"], entries[-1]["load_end"]) if entries else ("-", "-")
     threads = ",".join(sorted({str(e["threads"]) for e in entries if "threads" in e})) or "-"
-    text = table(rows, "python " + " ".join(["benchmarks/kd_loss.py", *sys.argv[1:]]), load, threads)
+    argv = [Path(a).name if a == args.cache else a for a in sys.argv[1:]]  # no machine path in RESULTS.md
+    threads_env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    text = table(rows, threads_env + "python " + " ".join(["benchmarks/kd_loss.py", *argv]), load, threads)
     print(text)
     if args.write:
         write_results(text)
