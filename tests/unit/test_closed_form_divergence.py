@@ -59,3 +59,17 @@ def test_unknown_divergence_is_refused():
     student, teacher = _logits(4)
     with pytest.raises(ValueError, match="unknown divergence"):
         divergence_and_grad(student, teacher, "tv")
+
+
+def test_defaults_are_jsd_beta_half_at_temperature_one():
+    student, teacher = _logits(5)
+    value, grad = divergence_and_grad(student, teacher, "jsd")
+    torch.testing.assert_close(value, dense_divergence(student, teacher, "jsd", 0.5, 1.0), atol=1e-12, rtol=0)
+
+
+def test_half_precision_cross_entropy_is_upcast():
+    logits, _ = _logits(6, torch.bfloat16)
+    ce, grad = cross_entropy_and_grad(logits, torch.tensor([1, 2, 3, 4, 5, -100]))
+    assert ce.dtype == grad.dtype == torch.float32
+    ref = F.cross_entropy(logits.float(), torch.tensor([1, 2, 3, 4, 5, -100]), reduction="none")
+    torch.testing.assert_close(ce, ref, atol=1e-6, rtol=0)
