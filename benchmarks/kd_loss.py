@@ -10,14 +10,18 @@ are the rows of issue 11's table.
 Each (configuration, implementation) runs in a fresh subprocess: peak RSS above the inputs is
 `VmHWM` after writing 5 to /proc/self/clear_refs (which resets it) minus `VmRSS` just before
 the step (tracemalloc does not see torch's allocator). The first step is the memory one; the
-time is the best of `--repeats` further steps. Dense-GKD runs whose estimated peak exceeds
-`--max-gb` or the memory available now (minus a margin) are skipped and reported as such.
+time is the best of `--repeats` further steps, in CPU seconds of the worker process
+(`time.process_time`: on a shared machine wall time also counts the other jobs' turns); wall
+seconds are printed too. Dense-GKD runs whose estimated peak exceeds `--max-gb` or the memory
+available now minus `--leave-gb` are not run and are reported as "over memory".
 
-    .venv/bin/python benchmarks/kd_loss.py             # print RATIO lines and a table
-    .venv/bin/python benchmarks/kd_loss.py --write     # also update benchmarks/RESULTS.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kd_loss.py            # RATIO lines and a table
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kd_loss.py --only V49152_4x512_fwd_kl --cache /tmp/kd.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kd_loss.py --cache /tmp/kd.jsonl --write
 
-Ratios are ours / peer (below 1 is better for us); the machine is shared, so compare ratios
-within one run.
+With `--cache`, each finished (configuration, implementation) is appended to that JSONL file and
+not measured again, so the rows can be run one at a time and the table written from all of them.
+Ratios are ours / peer (below 1 is better for us); compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -102,18 +106,18 @@ def worker(impl: str, vocab: int, batch: int, length: int, divergence: str, repe
     gc.collect()
     base = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     step(hs, ws, ht, wt, mask)
-    first = time.perf_counter() - t0
+    times = [(time.process_time() - c0, time.perf_counter() - t0)]
     peak = _status("VmHWM") - base
-    times = []
     for _ in range(repeats):
         hs.grad = ws.grad = None
         gc.collect()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         step(hs, ws, ht, wt, mask)
-        times.append(time.perf_counter() - t0)
-    return {"peak_gb": peak / 1e9, "seconds": min(times) if times else first}
+        times.append((time.process_time() - c0, time.perf_counter() - t0))
+    cpu, wall = min(times[1:] or times)
+    return {"peak_gb": peak / 1e9, "seconds": cpu, "wall_seconds": wall, "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -129,18 +133,18 @@ class Row:
         return f"V{self.vocab}_{self.batch}x{self.length}_{self.divergence}"
 
 
-def _skip_reason(impl: str, vocab: int, batch: int, length: int, divergence: str, max_gb: float) -> str | None:
+def _skip_reason(impl: str, vocab: int, batch: int, length: int, divergence: str, args) -> str | None:
     if impl != "gkd_dense":
         return None
     estimate = DENSE_COPIES[divergence] * batch * length * vocab * 4 / 1e9
-    available = _meminfo("MemAvailable") / 1e9 - 4.0  # leave room for the others on the machine
-    if estimate > min(max_gb, available):
-        return f"skipped: ~{estimate:.1f} GB estimated, limit {min(max_gb, available):.1f} GB"
+    limit = min(args.max_gb, _meminfo("MemAvailable") / 1e9 - args.leave_gb)  # room for the others
+    if estimate > limit:
+        return f"over memory (~{estimate:.1f} GB estimated, limit {limit:.1f} GB)"
     return None
 
 
 def run_one(impl: str, cfg: tuple, args) -> dict:
-    reason = _skip_reason(impl, *cfg, args.max_gb)
+    reason = _skip_reason(impl, *cfg, args)
     if reason:
         return {"skipped": reason}
     cmd = [sys.executable, __file__, "--worker", impl, *map(str, cfg), "--repeats", str(args.repeats),
@@ -171,16 +175,26 @@ def _cell(res: dict) -> str:
     return res["skipped"] if "skipped" in res else f"{res['peak_gb']:.2f} GB, {res['seconds']:.2f} s"
 
 
-def table(rows: list[Row], command: str, load: tuple[str, str]) -> str:
+def _cached(path: str | None) -> dict:
+    """`(row name, impl) -> result` of the earlier runs in the `--cache` JSONL file."""
+    if not path or not Path(path).exists():
+        return {}
+    entries = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return {(e["row"], e["impl"]): e for e in entries}
+
+
+def table(rows: list[Row], command: str, load: tuple[str, str], threads: str) -> str:
     lines = [
         "## KD loss: memory and time vs TRL (issue 11, section 2)", "",
         f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-        f"{_meminfo('MemTotal') / 2**30:.0f} GiB RAM, no GPU, torch threads default; "
-        f"load average {load[0]} at start, {load[1]} at end (the cores are shared: compare ratios within a run).",
+        f"{_meminfo('MemTotal') / 2**30:.0f} GiB RAM, no GPU; torch threads per worker: {threads} "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; another long job uses the other core); "
+        f"1-min load average {load[0]} at start, {load[1]} at end (the cores are shared: compare ratios within a run).",
         f"Command: `{command}` ({time.strftime('%Y-%m-%d')}).",
         "Workload: one forward+backward from student hidden [B, T, 576] + head [V, 576] (both with grad) and "
-        "teacher hidden + head, float32, every position valid; peak RSS above the inputs (VmHWM), time = best of "
-        "the repeats. ours = `TiledDistillLoss` (fused path), TRL 1.16 GKD dense = `generalized_jsd_loss` on full "
+        "teacher hidden + head, float32, every position valid; peak RSS above the inputs (VmHWM); time = CPU "
+        "seconds of the worker process (`time.process_time`), best of the repeats; the ratios use CPU time. "
+        "ours = `TiledDistillLoss` (fused path), TRL 1.16 GKD dense = `generalized_jsd_loss` on full "
         "logits, TRL chunked = `_chunked_divergence_loss` (CPU torch path).", "",
         "| V, BxT, divergence | ours | TRL GKD dense | TRL chunked | mem vs GKD | mem vs chunked | time vs faster |",
         "|---|---|---|---|---:|---:|---:|",
@@ -206,7 +220,9 @@ def main() -> None:
     parser.add_argument("--worker", nargs=5, metavar=("IMPL", "V", "B", "T", "DIV"), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=2, help="timed steps after the memory step")
     parser.add_argument("--tile-rows", type=int, default=0, help="rows per tile of ours (0: its default)")
-    parser.add_argument("--max-gb", type=float, default=10.0, help="skip dense runs estimated above this")
+    parser.add_argument("--max-gb", type=float, default=16.0, help="dense runs estimated above this: over memory")
+    parser.add_argument("--leave-gb", type=float, default=8.0, help="memory to leave to the machine's other jobs")
+    parser.add_argument("--cache", help="JSONL file of finished measurements: reused, and appended to")
     parser.add_argument("--only", help="run only configurations whose name contains this (e.g. V49152_4x512)")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -214,20 +230,32 @@ def main() -> None:
         impl, v, b, t, div = args.worker
         print(json.dumps(worker(impl, int(v), int(b), int(t), div, args.repeats, args.tile_rows)))
         return
-    load_start = Path("/proc/loadavg").read_text().split()[0]
-    rows = []
+    cache, rows = _cached(args.cache), []
     for cfg in CONFIGS:
         row = Row(*cfg, results={})
         if args.only and args.only not in row.name:
             continue
         for impl in IMPLS:
-            row.results[impl] = run_one(impl, cfg, args)
-            print(f"# {row.name} {impl}: {_cell(row.results[impl])}", flush=True)
+            if (row.name, impl) not in cache:
+                load, started = Path("/proc/loadavg").read_text().split()[0], time.time()
+                entry = {"row": row.name, "impl": impl, **run_one(impl, cfg, args), "load_start": load, "started": started,
+                         "load_end": Path("/proc/loadavg").read_text().split()[0]}
+                cache[row.name, impl] = entry
+                if args.cache:
+                    with open(args.cache, "a") as f:
+                        f.write(json.dumps(entry) + "\n")
+            row.results[impl] = cache[row.name, impl]
+            print(f"# {row.name} {impl}: {_cell(row.results[impl])} (wall "
+                  f"{row.results[impl].get('wall_seconds', 0):.2f} s, load {row.results[impl]['load_start']})", flush=True)
         for name, value in ratios(row):
             print(f"RATIO {name} {value:.3f}", flush=True)
         rows.append(row)
-    load = (load_start, Path("/proc/loadavg").read_text().split()[0])
-    text = table(rows, "python " + " ".join(["benchmarks/kd_loss.py", *sys.argv[1:]]), load)
+    entries = sorted((r for row in rows for r in row.results.values()), key=lambda e: e.get("started", 0))
+    load = (entries[0]["load_start"], entries[-1]["load_end"]) if entries else ("-", "-")
+    threads = ",".join(sorted({str(e["threads"]) for e in entries if "threads" in e})) or "-"
+    argv = [Path(a).name if a == args.cache else a for a in sys.argv[1:]]  # no machine path in RESULTS.md
+    threads_env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    text = table(rows, threads_env + "python " + " ".join(["benchmarks/kd_loss.py", *argv]), load, threads)
     print(text)
     if args.write:
         write_results(text)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import logging
 from typing import Any, Literal
 
 import torch
@@ -51,10 +52,13 @@ from llm_teach.trainers.model_loading import (check_teacher_url, load_student,
 from llm_teach.trainers.records import end_turns, is_records_file, read_records, require
 from llm_teach.trainers.hacking_watch import watch_callbacks
 from llm_teach.trainers.metric_log import MeanMetricsLog, trainer_args
+from llm_teach.trainers.sparse_accuracy import sparse_teacher_warning
 from llm_teach.trainers.teacher_config import TeacherConfig
 from llm_teach.trainers.train_config import TeacherBackend, lora_config
 from llm_teach.trainers.losses.distill import Divergence
 from llm_teach.trainers.losses.tiled import TiledDistillLoss
+
+log = logging.getLogger(__name__)
 
 Records = list[tuple[str, dict[str, Any]]]  # (where, record), as `read_records` returns them
 
@@ -86,7 +90,7 @@ class DistillConfig(TeacherConfig):
     student_renorm: bool = option("sparse_target=renormalize: renormalize the student on the teacher's top-k too "
                                  "(needed for reverse KL there; ignores off-support mass).", False)
     chunk_size: int = option("Completion rows (the batch's valid positions, flattened) per lm-head tile of the "
-                            "loss; 0 = sized by the vocabulary (2^24 logits per tile).", 0)
+                            "loss; 0 = sized by the vocabulary (min(256, 2^25 // V) rows).", 0)
     max_length: int = option("Truncate student prompt + completion to this many tokens (the completion's "
                             "tail is cut).", 1024)
     chat: bool = option("Send plain-text prompts (and teacher prompts) as a user turn through the tokenizer's chat "
@@ -346,6 +350,10 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
     student = load_student(cfg)
     rows = build_rows(cfg, records, mode, tokenizer, student.config.get_text_config().vocab_size)
     teacher = make_teacher(cfg, tokenizer) if mode == "online" else None
+    sparse = mode == "store" or cfg.teacher_top_k > 0
+    warning = sparse_teacher_warning(cfg.divergence, cfg.jsd_beta) if sparse else None
+    if warning:
+        log.warning(warning)
     tail = cfg.temperature if cfg.sparse_target == "tail" else None
     loss = TiledDistillLoss(tile_rows=cfg.chunk_size or None, teacher_top_k=cfg.teacher_top_k,
                             divergence=cfg.divergence, jsd_beta=cfg.jsd_beta, temperature=cfg.temperature,
@@ -359,9 +367,11 @@ def build_trainer(cfg: DistillConfig, out: Path, callbacks=None):
             student = prepare_model_for_kbit_training(student, use_gradient_checkpointing=cfg.gradient_checkpointing)
         model = get_peft_model(student, lora_config(cfg))
     callbacks = (callbacks or []) + watch_callbacks(cfg, out, tokenizer, teacher)
-    return DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                          data_collator=DistillCollator(tokenizer.pad_token_id, tail), processing_class=tokenizer,
-                          callbacks=callbacks, loss=loss, teacher=teacher)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                             data_collator=DistillCollator(tokenizer.pad_token_id, tail), processing_class=tokenizer,
+                             callbacks=callbacks, loss=loss, teacher=teacher)
+    trainer.run_warnings = [warning] if warning else []  # lifecycle.run records them in the manifest
+    return trainer
 
 
 def _score_with_backend(cfg: DistillConfig, out: Path, records: Records, tokenizer) -> tuple[DistillConfig, Records]:

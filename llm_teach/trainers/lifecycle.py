@@ -165,6 +165,8 @@ def run(trainer, cfg: TrainConfig, method: str, out: Path, checkpoint: Path | No
     directory = run_directory(out, method, config, inputs)
     base = dict(method=method, config=settings(config), world_size=world,
                 models={"student": cfg.model, "teacher": getattr(cfg, "teacher", None)})
+    if getattr(trainer, "run_warnings", None):  # e.g. distill's sparse-teacher estimate (sparse_accuracy.py)
+        base["warnings"] = list(trainer.run_warnings)
     started = time.time()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
