@@ -34,6 +34,10 @@ class GRPOConfig(TrainConfig):
     epsilon: float = option("PPO-style clipping range of the importance ratio.", 0.2)
     scale_rewards: str = option("Advantage normalization: group, batch or none.", "group")
     num_iterations: int = option("Optimization passes per generated batch (mu in the GRPO paper).", 1)
+    steps_per_generation: int | None = option(
+        "Micro-batches one generation is split into (TRL's steps_per_generation; None = gradient_accumulation_steps). "
+        "More than gradient_accumulation_steps: one generation feeds several optimizer steps, later ones off-policy "
+        "(importance-weighted).")
     mask_truncated_completions: bool = option("Exclude completions that hit max_completion_length from the loss.",
                                              False)
     format_reward: float = option("Weight of a format reward (1 if the completion has a \\boxed{} answer); "
@@ -64,7 +68,8 @@ class GRPOConfig(TrainConfig):
         super().__post_init__()
         # num_generations >= 2: GRPO compares completions within a group.
         check_fields(self, num_generations=">= 2", max_completion_length=">= 1", temperature="> 0", top_p="(0, 1]",
-                           beta=">= 0", epsilon="> 0", num_iterations=">= 1", format_reward=">= 0",
+                           beta=">= 0", epsilon="> 0", num_iterations=">= 1", steps_per_generation=">= 1",
+                           format_reward=">= 0",
                            vllm_server_port="[1, 65535]",
                            vllm_group_port="[1, 65535]", vllm_server_timeout="> 0",
                            vllm_gpu_memory_utilization="(0, 1]", vllm_tensor_parallel_size=">= 1",
@@ -134,6 +139,7 @@ def grpo_args(cfg: GRPOConfig, out: Path, **extra):
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
         beta=cfg.beta, loss_type=cfg.loss_type, epsilon=cfg.epsilon, scale_rewards=cfg.scale_rewards,
         num_iterations=cfg.num_iterations, mask_truncated_completions=cfg.mask_truncated_completions,
+        **({} if cfg.steps_per_generation is None else {"steps_per_generation": cfg.steps_per_generation}),
         reward_weights=reward_functions(cfg)[1], log_completions=False, **vllm_kwargs(cfg), **extra)
 
 

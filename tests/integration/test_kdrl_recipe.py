@@ -1,7 +1,8 @@
 """KDRL as the paper runs it, checked through a real trainer step against a reference the test
 computes itself: total loss - GRPO loss == beta_t * sum(w * k(R) * m) / N for a teacher
-DIFFERENT from the student, for each estimator, at T != 1, with gradient accumulation, and off
-policy (num_iterations 2: the importance ratio). Also: the paper's defaults, NaN rewards kept in
+DIFFERENT from the student, for each estimator, at T != 1, with gradient accumulation, off
+policy (num_iterations 2: the importance ratio), and with one generation feeding two optimizer
+steps (steps_per_generation 2). Also: the paper's defaults, NaN rewards kept in
 KD and counted, and truncated sampling refused (tensor-level pieces: test_kdrl_loss_units.py).
 
 The reference never calls the code under test: student and teacher log-probs come from plain
@@ -92,6 +93,20 @@ def test_total_minus_grpo_is_beta_times_kd(tmp_path, problems, estimator, temper
     kd = sum(r["total"] - r["grpo"] for r in records)
     expected = reference_kd(config, records)
     assert abs(expected) > 1e-4  # a different teacher: the term is not trivially zero
+    assert kd == pytest.approx(expected, rel=1e-4, abs=1e-7)
+
+
+def test_one_generation_over_two_optimizer_steps_is_normalized_per_window(tmp_path, problems):
+    """steps_per_generation 2, no accumulation: one generation batch feeds two optimizer steps (the
+    second off policy). Like TRL's dapo GRPO loss, each step's KD divides by its window's share of
+    the generation batch's tokens (tokens * GA / steps_per_generation), not by all of them."""
+    config, records = probed_run(tmp_path, problems, kd_estimator="k2", steps_per_generation=2, max_steps=2,
+                                 per_device_train_batch_size=4)
+    assert [r["step"] for r in records] == [0, 1]  # one micro-batch per optimizer step
+    assert records[0]["old"] is not None  # TRL keeps pi_old: the second step is off policy
+    kd = sum(r["total"] - r["grpo"] for r in records)
+    expected = reference_kd(config, records) * 2  # each window holds 1/2 of the generation batch
+    assert abs(expected) > 1e-4
     assert kd == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
