@@ -37,15 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m"
 
 
-def paired(contenders: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each contender per repeat, in an order rotated every repeat."""
+def paired(contenders: dict, repeats: int, clock=time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of each contender per repeat, in an order rotated every repeat. `clock` is wall time
+    by default; `time.process_time` (this process's CPU time, all threads) when another job shares
+    the cores, since the other job then stretches wall time unevenly between contenders."""
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repeats):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            started = time.perf_counter()
+            started = clock()
             contenders[name]()
-            times[name].append(time.perf_counter() - started)
+            times[name].append(clock() - started)
             print(f"  rep {rep} {name}: {times[name][-1]:.2f} s", flush=True)
     return times
 
@@ -124,7 +126,7 @@ def run(kind: str, dtypes: list[str], args) -> list[str]:
         if args.peers:
             contenders = {k: v for k, v in contenders.items() if k == "ours" or k in args.peers.split(",")}
         warm_up()  # first-call costs are no one's speed
-        times = paired(contenders, args.repeats)
+        times = paired(contenders, args.repeats, time.process_time if args.cpu_time else time.perf_counter)
         for peer, value in ratios(times, "ours").items():
             name = f"{kind}_{dtype}_vs_{peer.replace('.', '_')}"
             print(f"RATIO {name} {value:.3f}", flush=True)
@@ -133,10 +135,13 @@ def run(kind: str, dtypes: list[str], args) -> list[str]:
     return rows
 
 
-def write(section_rows: list[str], kind: str, load_start: float, command: str, repeats: int) -> None:
+def write(section_rows: list[str], kind: str, load_start: float, command: str, repeats: int, cpu_time: bool) -> None:
+    clock = ("CPU seconds of the benchmark process (`--cpu-time`; torch threads: "
+             f"{os.environ.get('OMP_NUM_THREADS', 'default')})" if cpu_time else "wall seconds")
     body = (f"## Rollouts: {kind} backend vs its peers (issue 13)\n\n"
             f"Machine: {machine()}; load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end "
-            f"(a shared machine, other engineers' jobs running: read the paired ratios, not the seconds).\n"
+            f"(a shared machine, other engineers' jobs running: read the paired ratios, not the seconds). "
+            f"Times are {clock}.\n"
             f"Command: `{command}` ({time.strftime('%Y-%m-%d')}); {repeats} paired alternations, medians.\n\n"
             "| backend, dtype | peer | median s ours / peer | speed-up (median of paired peer/ours) |\n"
             "|---|---|---:|---:|\n" + "\n".join(section_rows))
@@ -153,6 +158,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peers", default="", help="only these peers, comma-separated (default: all), "
                                                    "e.g. batched when the machine is too loaded for the naive loop")
+    parser.add_argument("--cpu-time", action="store_true", help="time with this process's CPU time instead of "
+                        "wall time (when another job shares the cores; run with OMP_NUM_THREADS=1)")
     parser.add_argument("--write", action="store_true", help="record the table in benchmarks/RESULTS.md")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]
@@ -160,7 +167,8 @@ def main() -> None:
     rows = run(kind, args.dtypes.split(","), args)
     print("\n".join(rows))
     if args.write:
-        write(rows, kind, load_start, "python benchmarks/rollout.py " + " ".join(sys.argv[1:]), args.repeats)
+        write(rows, kind, load_start, "python benchmarks/rollout.py " + " ".join(sys.argv[1:]), args.repeats,
+              args.cpu_time)
 
 
 if __name__ == "__main__":
