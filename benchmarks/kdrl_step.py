@@ -33,8 +33,12 @@ from bench_openai_throughput import _free_port, machine, served  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CLOCK = time.perf_counter  # main() sets time.process_time with --cpu-time
+
+
 def step_seconds(method: str, values: dict) -> list[float]:
-    """Seconds of every optimizer step after the first of one `train()` run."""
+    """Seconds of every optimizer step after the first of one `train()` run (wall, or this
+    process's CPU time with --cpu-time: the hf teacher runs in this process, so its cost counts)."""
     from transformers import TrainerCallback
 
     from llm_teach.trainers import train
@@ -43,10 +47,10 @@ def step_seconds(method: str, values: dict) -> list[float]:
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *_, **__):
-            self.started = time.perf_counter()
+            self.started = CLOCK()
 
         def on_step_end(self, *_, **__):
-            times.append(time.perf_counter() - self.started)
+            times.append(CLOCK() - self.started)
 
     with tempfile.TemporaryDirectory() as out:
         train(method, values, out, callbacks=[Clock()])
@@ -66,8 +70,15 @@ def main() -> None:
     parser.add_argument("--alternations", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per run (the first is not timed)")
     parser.add_argument("--teacher-backend", default="hf", choices=("hf", "openai"))
+    parser.add_argument("--cpu-time", action="store_true", help="time steps with this process's CPU time (hf "
+                        "teacher only: a served teacher's CPU is another process's) when another job shares the cores")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    if args.cpu_time:
+        if args.teacher_backend != "hf":
+            parser.error("--cpu-time needs --teacher-backend hf (a served teacher's CPU time is not this process's)")
+        global CLOCK
+        CLOCK = time.process_time
     load_start = os.getloadavg()[0]
     rows = []
     server = served("vllm", _free_port()) if args.teacher_backend == "openai" else None
@@ -104,7 +115,8 @@ def write(rows: list[str], args, load_start: float) -> None:
     kind = args.teacher_backend
     body = (f"## KDRL step / GRPO step, teacher through {kind} (issue 13)\n\n"
             f"Machine: {machine()}; load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end (shared "
-            f"machine, other engineers' jobs running: read the paired ratios).\n"
+            f"machine, other engineers' jobs running: read the paired ratios). Times are "
+            f"{'CPU seconds of the process (--cpu-time), OMP_NUM_THREADS=' + os.environ.get('OMP_NUM_THREADS', 'default') if args.cpu_time else 'wall seconds'}.\n"
             f"Command: `python benchmarks/kdrl_step.py {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}); "
             f"{args.alternations} paired alternations of {args.steps} steps (first step untimed), medians.\n\n"
             "| teacher backend | generations/prompt | prompts/step | GRPO s/step | KDRL s/step | KDRL / GRPO |\n"
