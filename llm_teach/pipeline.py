@@ -158,7 +158,10 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
             message = f"skipped: it reads {', '.join(blocked)}, which did not complete"
             echo(f"[{step.name}] {message}")
             results[step.name] = {"out": str(out / step.name), "failed": message}
-            done[step.name] = {"status": "skipped", "error": message}
+            # The old fingerprint stays, so a partial output of this step resumes once its input
+            # completes (without it the output would be set aside as another definition's).
+            done[step.name] = {"fingerprint": (done.get(step.name) or {}).get("fingerprint"), "status": "skipped",
+                               "error": message}
             save_state(state_path, pipeline.path, pipeline.name, done)
             continue
         resolved = _resolve(step, pipeline.vars, results, out)

@@ -27,6 +27,8 @@ def grid(tmp_path, monkeypatch):
 
     def runner(step, out):
         calls.append(step.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "partial").write_text(step.name)  # what an interrupted or failed step leaves behind
         if step.name in failing:
             raise UserError(f"{out}/records.jsonl: no records")
         return {"out": str(out)}
@@ -88,3 +90,19 @@ def test_rerun_redoes_a_completed_step_and_what_reads_it(grid):
     assert any(line.startswith("[b] --rerun") for line in lines)
     with pytest.raises(UserError, match="--rerun 'zz' names no step"):
         pl.run_pipeline(pipeline, out, rerun=["zz"])
+
+
+def test_a_skipped_step_resumes_its_partial_output_once_its_input_completes(grid):
+    pipeline, out, calls, failing = grid
+    failing.clear()
+    failing.add("b")
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True)  # b fails, leaving b/partial
+    failing.clear()
+    failing.add("a")
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True, rerun=["a"])  # now a fails: b skipped
+    assert json.loads((out / "pipeline.json").read_text())["steps"]["b"]["status"] == "skipped"
+    failing.clear()
+    lines = []
+    pl.run_pipeline(pipeline, out, echo=lines.append, keep_going=True)
+    assert not (out / "b.stale-1").exists() and not any(line.startswith("[b] changed") for line in lines)
+    assert json.loads((out / "pipeline.json").read_text())["steps"]["b"]["status"] == "complete"
