@@ -23,7 +23,7 @@ earlier outputs by path, so every hand-over is a file a human can open::
         limit: 40
 
 `--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
-not read it; `--rerun STEP` redoes a completed step and what reads it; each step records
+not read it; `--jobs N` runs up to N steps that do not read each other at once; `--rerun STEP` redoes a completed step and what reads it; each step records
 `seconds` (wall) and `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
@@ -55,7 +55,8 @@ from typing import Any
 from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
 from llm_teach.errors import UserError
 from llm_teach.runs.directory import RunDirectory, check_name
-from llm_teach.runs.pipeline_state import read_state, save_state, set_aside
+from llm_teach.runs.pipeline_state import exclusive, read_state, save_state, set_aside
+from llm_teach.runs.step_process import start_step, wait_any
 
 TOP_KEYS = {"name", "description", "vars", "steps"}
 KINDS = {
@@ -128,7 +129,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 
 def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None,
-                 keep_going: bool = False, rerun: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Any]]:
+                 keep_going: bool = False, rerun: tuple[str, ...] | list[str] = (),
+                 jobs: int = 1) -> dict[str, dict[str, Any]]:
     """Run every step in order, skipping finished ones; returns `{step: result}` where a result
     has `out`, `seconds` (wall), `cpu_seconds`, and `model` (train) or `summary` (eval).
     `until` stops after that step, so a long experiment can be run a part at a time.
@@ -137,71 +139,158 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     record) is recorded with its error, steps reading it are skipped, the rest run (result
     `{"out", "failed": message}`): one empty cell does not hold up a grid; a re-run retries them.
     `rerun`: redo these completed steps and all that read them (old outputs kept as
-    `OUT/<step>.stale-N`; an eval echoes its old accuracy): a cell's reproducibility check."""
+    `OUT/<step>.stale-N`; an eval echoes its old accuracy): a cell's reproducibility check.
+    `jobs` (make's `-j`): up to this many steps at once, each in its own process with its log in
+    `OUT/logs/<step>.log`; a step starts once the steps it reads have completed, in file order.
+    Without `keep_going` a failure starts nothing new, lets the running steps finish, then raises.
+    """
     out = Path(out)
-    names = {s.name for s in pipeline.steps}
+    names = [s.name for s in pipeline.steps]
     if until is not None and until not in names:
         raise UserError(f"{pipeline.path}: --until '{until}' names no step")
-    if unknown := sorted(set(rerun) - names):
+    if unknown := sorted(set(rerun) - set(names)):
         raise UserError(f"{pipeline.path}: --rerun '{unknown[0]}' names no step")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (got {jobs})")
     check_pipeline(pipeline, out)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
-    state_path = out / "pipeline.json"
-    done: dict[str, Any] = read_state(state_path).get("steps", {})
-    results: dict[str, dict[str, Any]] = {}
-    fingerprints: dict[str, str] = {}
-    failed, forced = set(), set(rerun)
-    for step in pipeline.steps:
+    with exclusive(out):
+        return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs).run(
+            pipeline.steps[:names.index(until) + 1] if until else pipeline.steps, until)
+
+
+class _Schedule:
+    """What has run, what failed, and what each step's fingerprint is, for one `run_pipeline`:
+    state that every step's decision reads, hence a class."""
+
+    def __init__(self, pipeline: Pipeline, out: Path, echo, keep_going: bool, forced: set[str], jobs: int):
+        self.pipeline, self.out, self.echo, self.keep_going, self.forced, self.jobs = \
+            pipeline, out, echo, keep_going, forced, jobs
+        self.state_path = out / "pipeline.json"
+        self.done: dict[str, Any] = read_state(self.state_path).get("steps", {})
+        self.results: dict[str, dict[str, Any]] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.failed: set[str] = set()
+
+    def run(self, steps: list[Step], until: str | None) -> dict[str, dict[str, Any]]:
+        pending, running, stop = list(steps), [], None
+        while pending or running:
+            for step in list(pending):
+                if stop is not None:
+                    break
+                reads = _steps_read(step)
+                if not reads & self.failed and not reads <= self.results.keys():
+                    continue  # an input is still running
+                if len(running) >= self.jobs and not (reads & self.failed) and not self._finished(step):
+                    continue  # no free slot
+                pending.remove(step)
+                launched = self._decide(step, reads)
+                if launched is None:
+                    continue  # skipped: completed before, or an input failed
+                resolved, fingerprint, previous = launched
+                if self.jobs == 1:  # in this process, as it always was: tracebacks and logs as they come
+                    self._record(step, fingerprint, previous,
+                                 _run_step(step, resolved, self.out / step.name, self.keep_going, self.echo))
+                else:
+                    log = self.out / "logs" / f"{step.name}.log"
+                    self.echo(f"[{step.name}] started (log: {log})")
+                    process = start_step(step.name, _run_step_quietly, (resolved, self.out / step.name), log)
+                    running.append((process, fingerprint, previous))
+            if running:
+                for ended in wait_any([p for p, _, _ in running]):
+                    entry = next(r for r in running if r[0] is ended)
+                    running.remove(entry)
+                    step = next(s for s in steps if s.name == ended.name)
+                    result = ended.outcome() or {
+                        "out": str(self.out / step.name),
+                        "failed": f"its process ended (exit code {ended.process.exitcode}) without a result; "
+                                  f"see {ended.log}"}
+                    self._record(step, entry[1], entry[2], result)
+                    if "failed" in result:
+                        self.echo(f"[{step.name}] failed: {result['failed']}"
+                                  + ("; continuing (--keep-going)" if self.keep_going else ""))
+                        if not self.keep_going and stop is None:
+                            stop = f"step '{step.name}': {result['failed']}"
+                    else:
+                        self.echo(f"[{step.name}] complete ({result['seconds']} s, log: {ended.log})")
+            elif stop is None and pending:  # nothing running, nothing startable: cannot happen with refs checked
+                raise AssertionError(f"steps never became ready: {[s.name for s in pending]}")
+            if stop is not None and not running:
+                raise UserError(stop)
+        if until is not None:
+            self.echo(f"[{until}] --until reached; re-run without it to continue")
+        return self.results
+
+    def _finished(self, step: Step) -> bool:
+        """Completed before with the same definition and inputs (so it takes no slot)."""
         reads = _steps_read(step)
-        if blocked := sorted(reads & failed):
-            failed.add(step.name)
-            message = f"skipped: it reads {', '.join(blocked)}, which did not complete"
-            echo(f"[{step.name}] {message}")
-            results[step.name] = {"out": str(out / step.name), "failed": message}
-            # The old fingerprint stays, so a partial output of this step resumes once its input
-            # completes (without it the output would be set aside as another definition's).
-            done[step.name] = {"fingerprint": (done.get(step.name) or {}).get("fingerprint"), "status": "skipped",
-                               "error": message}
-            save_state(state_path, pipeline.path, pipeline.name, done)
-            continue
-        resolved = _resolve(step, pipeline.vars, results, out)
+        if step.name in self.forced or reads & self.forced:
+            return False
+        previous = self.done.get(step.name) or {}
+        return previous.get("status") == "complete" and previous.get("fingerprint") == self._fingerprint(step, reads)[1]
+
+    def _fingerprint(self, step: Step, reads: set[str]) -> tuple[Step, str]:
+        resolved = _resolve(step, self.pipeline.vars, self.results, self.out)
         # A step's identity includes the identity of every step it reads: paths like
         # ${sft.model} stay the same when what is behind them changes.
-        fingerprint = _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options,
-                             "inputs": {name: fingerprints[name] for name in sorted(reads)}})
-        fingerprints[step.name] = fingerprint
-        if reads & forced:
-            forced.add(step.name)
-        previous = done.get(step.name) or {}
+        return resolved, _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options,
+                                "inputs": {name: self.fingerprints[name] for name in sorted(reads)}})
+
+    def _decide(self, step: Step, reads: set[str]) -> tuple[Step, str, dict[str, Any]] | None:
+        """Skip the step (its input failed, or it completed before) or prepare it to run:
+        returns (resolved step, fingerprint, previous record) or None when skipped."""
+        if blocked := sorted(reads & self.failed):
+            self.failed.add(step.name)
+            message = f"skipped: it reads {', '.join(blocked)}, which did not complete"
+            self.echo(f"[{step.name}] {message}")
+            self.results[step.name] = {"out": str(self.out / step.name), "failed": message}
+            # The old fingerprint stays, so a partial output of this step resumes once its input
+            # completes (without it the output would be set aside as another definition's).
+            self.done[step.name] = {"fingerprint": (self.done.get(step.name) or {}).get("fingerprint"),
+                                    "status": "skipped", "error": message}
+            self._save()
+            return None
+        resolved, fingerprint = self._fingerprint(step, reads)
+        self.fingerprints[step.name] = fingerprint
+        if reads & self.forced:
+            self.forced.add(step.name)
+        previous = self.done.get(step.name) or {}
         unchanged = previous.get("fingerprint") == fingerprint
-        if unchanged and previous.get("status") == "complete" and step.name not in forced:
-            echo(f"[{step.name}] complete, skipped")
-            results[step.name] = previous["result"]
-            continue
-        step_out = out / step.name
-        if step_out.exists() and (previous and not unchanged or step.name in forced):
+        if unchanged and previous.get("status") == "complete" and step.name not in self.forced:
+            self.echo(f"[{step.name}] complete, skipped")
+            self.results[step.name] = previous["result"]
+            return None
+        step_out = self.out / step.name
+        if step_out.exists() and (previous and not unchanged or step.name in self.forced):
             # Its output answers another definition (or is to be redone): kept aside, not resumed.
             stale = set_aside(step_out)
-            why = "--rerun" if step.name in forced else "changed (or an input changed)"
-            echo(f"[{step.name}] {why}; the previous output is now {stale.name}")
-        echo(f"[{step.name}] {step.kind} {resolved.target}")
-        done[step.name] = {"fingerprint": fingerprint, "status": "running"}
-        save_state(state_path, pipeline.path, pipeline.name, done)
-        result = _run_step(step, resolved, step_out, keep_going, echo)
-        results[step.name] = result
+            why = "--rerun" if step.name in self.forced else "changed (or an input changed)"
+            self.echo(f"[{step.name}] {why}; the previous output is now {stale.name}")
+        self.echo(f"[{step.name}] {step.kind} {resolved.target}")
+        self.done[step.name] = {"fingerprint": fingerprint, "status": "running"}
+        self._save()
+        return resolved, fingerprint, previous
+
+    def _record(self, step: Step, fingerprint: str, previous: dict[str, Any], result: dict[str, Any]) -> None:
+        self.results[step.name] = result
         if "failed" in result:
-            failed.add(step.name)
-            done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": result["failed"]}
+            self.failed.add(step.name)
+            self.done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": result["failed"]}
         else:
-            done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
-            if step.name in forced and "summary" in (previous.get("result") or {}):
+            self.done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
+            if step.name in self.forced and "summary" in (previous.get("result") or {}):
                 was, now = previous["result"]["summary"]["accuracy"], result["summary"]["accuracy"]
-                echo(f"[{step.name}] accuracy {now:.4f} (before --rerun: {was:.4f})")
-        save_state(state_path, pipeline.path, pipeline.name, done)
-        if step.name == until:
-            echo(f"[{step.name}] --until reached; re-run without it to continue")
-            break
-    return results
+                self.echo(f"[{step.name}] accuracy {now:.4f} (before --rerun: {was:.4f})")
+        self._save()
+
+    def _save(self) -> None:
+        save_state(self.state_path, self.pipeline.path, self.pipeline.name, self.done)
+
+
+def _run_step_quietly(resolved: Step, step_out: Path) -> dict[str, Any]:
+    """A step in its own process (`--jobs`): a UserError comes back as `{"failed": message}`,
+    so the parent decides what a failure means; its echo goes to the step's log."""
+    return _run_step(resolved, resolved, step_out, True, print)
 
 
 def _run_step(step: Step, resolved: Step, step_out: Path, keep_going: bool, echo) -> dict[str, Any]:

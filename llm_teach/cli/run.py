@@ -22,6 +22,10 @@ def run(
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", help="Run this completed step again, and every step that reads it (old outputs kept as "
                         "OUT/STEP.stale-N; an eval prints its old accuracy beside the new). Repeatable.")] = None,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Run up to N steps at once that do not read each other's output, each in its own "
+                                    "process (logs in OUT/logs/STEP.log). Each step uses torch's threads: set "
+                                    "OMP_NUM_THREADS so that N x threads fits the cores.")] = 1,
 ) -> None:
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
@@ -31,7 +35,7 @@ def run(
     from llm_teach.errors import UserError
 
     results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going,
-                           rerun=rerun or ())
+                           rerun=rerun or (), jobs=jobs)
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
     if failed := [name for name, result in results.items() if "failed" in result]:

@@ -5,8 +5,10 @@ Kept apart from `llm_teach.pipeline`, which decides what runs, so the file forma
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from llm_teach.data.jsonl import write_json_atomic
 from llm_teach.errors import UserError
@@ -40,3 +42,29 @@ def set_aside(path: Path) -> Path:
     while (stale := path.with_name(f"{path.name}.stale-{n}")).exists():
         n += 1
     return path.rename(stale)
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold OUT for one `llm-teach run` at a time: two runs on one OUT would both start its next
+    step and overwrite each other's pipeline.json. An advisory lock on `OUT/.lock`, released by
+    the kernel when the process ends however it ends, so a crash leaves nothing to clean up."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the one-run-per-OUT rule is then the user's)
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"{out}: another `llm-teach run` ({holder}) is running into this directory; "
+                            "wait for it, or use another --out") from None
+        handle.seek(0), handle.truncate(), handle.write(f"pid {os.getpid()}"), handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)

@@ -102,3 +102,26 @@ def test_tiny_pipeline_end_to_end_then_skips(tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_pipelines_validate(path, tmp_path):
     check_pipeline(load_pipeline(path), tmp_path / "out")
+
+
+def test_jobs_runs_real_steps_in_processes(tmp_path):
+    """`--jobs 2` with the real (spawned) step processes: an eval and a training that do not read
+    each other run at once, the eval of the trained model after; each step's log and CPU time."""
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"What is {i}+7-{i}?", "completion": "\\boxed{7}"}) + "\n"
+                            for i in range(8)))
+    path = _write(tmp_path, f"""
+steps:
+  - {{name: before, eval: tiny-random, data: "rg:chain_sum?seed=5", limit: 2, config: {{max_new_tokens: 4}}}}
+  - {{name: sft, train: sft, config: {{model: tiny-random, data: "{data}", max_steps: 2}}}}
+  - {{name: after, eval: "${{sft.model}}", data: "rg:chain_sum?seed=5", limit: 2, config: {{max_new_tokens: 4}}}}
+""")
+    out = tmp_path / "out"
+    result = run_cli("run", path, "--out", out, "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    state = json.loads((out / "pipeline.json").read_text())["steps"]
+    assert [state[n]["status"] for n in ("before", "sft", "after")] == ["complete"] * 3
+    assert json.loads((out / "after" / "summary.json").read_text())["model"] == str(out / "sft" / "model")
+    assert all(state[n]["result"]["cpu_seconds"] > 0 for n in state)
+    assert "before: tiny-random accuracy" in result.stdout and "[after] complete" in result.stdout
+    assert (out / "logs" / "sft.log").stat().st_size > 0 and (out / "logs" / "before.log").stat().st_size > 0
