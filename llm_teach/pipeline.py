@@ -23,7 +23,7 @@ earlier outputs by path, so every hand-over is a file a human can open::
         limit: 40
 
 `--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
-not read it; `--jobs N` runs up to N steps that do not read each other at once; `--rerun STEP` redoes a completed step and what reads it; each step records
+not read it; `--only STEP` runs just STEP and what it reads; `--jobs N` runs up to N steps that do not read each other at once; `--rerun STEP` redoes a completed step and what reads it; each step records
 `seconds` (wall) and `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
@@ -130,7 +130,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | None = None,
                  keep_going: bool = False, rerun: tuple[str, ...] | list[str] = (),
-                 jobs: int = 1) -> dict[str, dict[str, Any]]:
+                 jobs: int = 1, only: tuple[str, ...] | list[str] = ()) -> dict[str, dict[str, Any]]:
     """Run every step in order, skipping finished ones; returns `{step: result}` where a result
     has `out`, `seconds` (wall), `cpu_seconds`, and `model` (train) or `summary` (eval).
     `until` stops after that step, so a long experiment can be run a part at a time.
@@ -143,6 +143,8 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     `jobs` (make's `-j`): up to this many steps at once, each in its own process with its log in
     `OUT/logs/<step>.log`; a step starts once the steps it reads have completed, in file order.
     Without `keep_going` a failure starts nothing new, lets the running steps finish, then raises.
+    `only` (make's targets): just these steps and the steps they read, directly or not: one cell
+    of a grid, e.g. into a fresh OUT to check that it reproduces.
     """
     out = Path(out)
     names = [s.name for s in pipeline.steps]
@@ -150,13 +152,27 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
         raise UserError(f"{pipeline.path}: --until '{until}' names no step")
     if unknown := sorted(set(rerun) - set(names)):
         raise UserError(f"{pipeline.path}: --rerun '{unknown[0]}' names no step")
+    if unknown := sorted(set(only) - set(names)):
+        raise UserError(f"{pipeline.path}: --only '{unknown[0]}' names no step")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1 (got {jobs})")
     check_pipeline(pipeline, out)
     RunDirectory(out, "pipeline", {}).check_kind()  # e.g. an eval's OUT: refused, left untouched
+    steps = pipeline.steps[:names.index(until) + 1] if until else pipeline.steps
+    if only:
+        needed = _with_inputs(pipeline.steps, set(only))
+        steps = [s for s in steps if s.name in needed]
     with exclusive(out):
-        return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs).run(
-            pipeline.steps[:names.index(until) + 1] if until else pipeline.steps, until)
+        return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs).run(steps, until)
+
+
+def _with_inputs(steps: list[Step], names: set[str]) -> set[str]:
+    """`names` and every step they read, directly or through other steps."""
+    needed = set(names)
+    for step in reversed(steps):  # a step reads only earlier steps: one backward pass closes the set
+        if step.name in needed:
+            needed |= _steps_read(step)
+    return needed
 
 
 class _Schedule:
@@ -217,7 +233,7 @@ class _Schedule:
                 raise AssertionError(f"steps never became ready: {[s.name for s in pending]}")
             if stop is not None and not running:
                 raise UserError(stop)
-        if until is not None:
+        if until is not None and until in self.results:
             self.echo(f"[{until}] --until reached; re-run without it to continue")
         return self.results
 

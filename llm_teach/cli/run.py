@@ -22,6 +22,9 @@ def run(
     rerun: Annotated[Optional[list[str]], typer.Option(
         "--rerun", help="Run this completed step again, and every step that reads it (old outputs kept as "
                         "OUT/STEP.stale-N; an eval prints its old accuracy beside the new). Repeatable.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", help="Run just this step and the steps it reads (one cell of a grid; e.g. into a new --out to "
+                       "check that it reproduces). Repeatable.")] = None,
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", min=1, help="Run up to N steps at once that do not read each other's output, each in its own "
                                     "process (logs in OUT/logs/STEP.log). Each step uses torch's threads: set "
@@ -35,7 +38,7 @@ def run(
     from llm_teach.errors import UserError
 
     results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going,
-                           rerun=rerun or (), jobs=jobs)
+                           rerun=rerun or (), jobs=jobs, only=only or ())
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
     if failed := [name for name, result in results.items() if "failed" in result]:

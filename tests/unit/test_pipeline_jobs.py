@@ -125,3 +125,13 @@ def test_a_second_run_on_the_same_out_is_refused(grid):
             pl.run_pipeline(pipeline, out, echo=lambda *_: None, jobs=2)
     assert not (out / "a").exists()
     pl.run_pipeline(pipeline, out, echo=lambda *_: None, jobs=2)  # released: runs
+
+
+def test_only_runs_a_step_and_what_it_reads(grid):
+    pipeline, out, _ = grid
+    pl.run_pipeline(pipeline, out / "one", echo=lambda *_: None, jobs=2, only=["c"])
+    assert sorted(json.loads((out / "one" / "pipeline.json").read_text())["steps"]) == ["a", "b", "c"]  # not d
+    pl.run_pipeline(pipeline, out / "two", echo=lambda *_: None, only=["b", "d"])
+    assert sorted(json.loads((out / "two" / "pipeline.json").read_text())["steps"]) == ["b", "d"]
+    with pytest.raises(UserError, match="--only 'e' names no step"):
+        pl.run_pipeline(pipeline, out, only=["e"])
