@@ -1,26 +1,9 @@
 """`llm-teach run PIPELINE.yaml --out DIR`: chain stages, trainers and evaluations.
 
 A pipeline is a list of steps; each writes into `OUT/<step name>/` and later steps refer to
-earlier outputs by path, so every hand-over is a file a human can open::
-
-    vars: {student: "smollm2-135m?layers=12", task: "rg:chain_sum"}
-    steps:
-      - name: before
-        eval: ${vars.student}
-        data: ${vars.task}?seed=7
-        limit: 40
-      - name: ssb
-        generate: ssb
-        teacher: smollm2-135m
-        data: ${vars.task}
-        config: {rollouts: 4}
-      - name: distill
-        train: distill
-        config: {model: "${vars.student}", data: "${ssb.out}/records.jsonl", max_steps: 40}
-      - name: after
-        eval: ${distill.model}
-        data: ${vars.task}?seed=7
-        limit: 40
+earlier outputs by path, so every hand-over is a file a human can open. `pipelines/demo.yaml`
+is a complete one (evaluate a student, SSB from a teacher, distill, evaluate again), and every
+file under `pipelines/` is validated by the tests, so the examples cannot drift from this format.
 
 `--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
 not read it; `--only STEP` runs just STEP and what it reads; `--jobs N` runs up to N steps that do not read each other at once; `--rerun STEP` redoes a completed step and what reads it; each step records

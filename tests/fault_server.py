@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -72,19 +73,19 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # many concurrent clients connect at once; the default backlog is 5
 
 
+@dataclass(eq=False)
 class FaultServer:
     """Run with `with FaultServer(...) as server:`; `server.base_url` ends in /v1."""
 
-    def __init__(self, seed: int = 0, fault_rate: float = 0.5, max_faults_per_key: int = 3,
-                 slow_seconds: float = 5.0, retry_after: str = "1", honour_n: bool = True,
-                 always_status: int | None = None):
-        self.seed = seed
-        self.fault_rate = fault_rate
-        self.max_faults_per_key = max_faults_per_key
-        self.slow_seconds = slow_seconds
-        self.retry_after = retry_after
-        self.honour_n = honour_n
-        self.always_status = always_status
+    seed: int = 0  # of the fault pattern
+    fault_rate: float = 0.5  # chance that an attempt at a request fails
+    max_faults_per_key: int = 3  # attempts at one request that may fail; later ones are answered
+    slow_seconds: float = 5.0  # how late a "slow" answer comes
+    retry_after: str = "1"  # the Retry-After header of a 429
+    honour_n: bool = True  # false: one choice whatever `n` asks for (a server that ignores n)
+    always_status: int | None = None  # answer every request with this HTTP status instead
+
+    def __post_init__(self) -> None:
         self.injected: Counter[str] = Counter()  # fault kind -> times injected
         self.answered: Counter[str] = Counter()  # request key -> successful answers
         self.authorization: set[str] = set()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm_teach.credentials import check_auth, check_url
-from llm_teach.backends.base import Backend, Generation, Prompt, SamplingConfig, TokenLogprobs
+from llm_teach.backends.base import Backend, Generation, Prompt, SamplingConfig, TokenLogprobs, top_p_option
 from llm_teach.errors import UserError
 
 BACKENDS = ("hf", "openai", "vllm")
@@ -53,5 +53,5 @@ def make_backend(model: str, options: BackendOptions | None = None) -> Backend:
     raise UserError(f"unknown backend '{options.backend}' (choose from {', '.join(BACKENDS)})")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "Generation", "Prompt", "SamplingConfig",
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "Generation", "Prompt", "SamplingConfig", "top_p_option",
            "TokenLogprobs", "make_backend"]

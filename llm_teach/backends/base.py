@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
-from llm_teach.config import check_fields
+from llm_teach.config import check_fields, option
 
 Message = dict[str, str]
 # A prompt is either plain text (sent as-is) or a chat (rendered with the model's template).
@@ -35,6 +35,12 @@ class SamplingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def top_p_option() -> Any:
+    """The `top_p` field of a stage config whose sampled calls all share one nucleus (it becomes
+    their `SamplingConfig.top_p`)."""
+    return option("Nucleus sampling of every sampled call.", 1.0)
 
 
 @dataclass

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
+from llm_teach.config import option
 from llm_teach.data.jsonl import RecordLog, write_jsonl_atomic
 from llm_teach.errors import UserError
 from llm_teach.prompts import template_hash
@@ -60,6 +61,18 @@ from llm_teach.runs.worklog import work_once
 
 if TYPE_CHECKING:
     from llm_teach.backends import Backend
+
+
+def chunk_size_option(items: str) -> Any:
+    """The `chunk_size` field every stage config declares: how many `items` make one unit of
+    `StageRun.map` (checked by `StageRun` before anything is written)."""
+    return option(f"{items} per work unit (the most a killed run redoes).", 8)
+
+
+def seed_option(derived: str) -> Any:
+    """The `seed` field every stage config declares: the base seed `StageRun` derives each
+    unit's seed from (`derive_seed`)."""
+    return option(f"Base seed; {derived} derive theirs from it.", 0)
 
 
 class DescribesModels(Protocol):

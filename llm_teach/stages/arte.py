@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.backends import Backend, SamplingConfig, top_p_option
 from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.decontam import (DecontamConfig, Decontaminator, NearDuplicates, admit, decontamination_option,
                                      drop_near_duplicates, near_duplicate_option)
@@ -64,7 +64,7 @@ from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
-from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.runs.stage_run import StageRun, Unit, Work, chunk_size_option, records, seed_option
 from llm_teach.stages.arte_final import final_work
 from llm_teach.stages.arte_pairs import attach_scores, dpo_pairs
 from llm_teach.stages.arte_probe import probe_candidates, select_probe, split_probe  # noqa: F401
@@ -103,7 +103,7 @@ class ARTEConfig:
         "style.", factory=lambda: ["step_by_step", "concise", "detailed", "plan_and_solve"])
     question_temperature: float = option("Sampling temperature of brainstormed questions (diversity).", 1.0)
     rationale_temperature: float = option("Sampling temperature of rationales.", 0.7)
-    top_p: float = option("Nucleus sampling of every sampled call.", 1.0)
+    top_p: float = top_p_option()
     question_max_new_tokens: int = option("Token budget of a brainstormed question.", 256)
     max_new_tokens: int = option("Token budget of a rationale.", 512)
     probe_max_new_tokens: int = option("Token budget of the student's (greedy) probe answers.", 384)
@@ -122,8 +122,8 @@ class ARTEConfig:
     resolve_temperature: float = option("Sampling temperature of the re-solves (they must be independent).", 0.7)
     near_duplicate_rouge_l: float = near_duplicate_option("questions")
     decontamination: DecontamConfig = decontamination_option("new questions")
-    chunk_size: int = option("Brainstorm prompts, or rationales to score, per work unit (the most a kill redoes).", 8)
-    seed: int = option("Base seed; the probe split, seed samples and units derive theirs from it.", 0)
+    chunk_size: int = chunk_size_option("Brainstorm prompts, or rationales to score,")
+    seed: int = seed_option("the probe split, seed samples and units")
     brainstorm_template: str = option(
         "Template: the teacher writes a new question from seed examples.", "arte/brainstorm.jinja")
     rationale_template: str = option(

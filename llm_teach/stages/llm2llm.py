@@ -56,7 +56,7 @@ from llm_teach.errors import UserError
 from llm_teach.grading import extract_answer, grade
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, ids_digest
-from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.runs.stage_run import StageRun, Unit, Work, chunk_size_option, records, seed_option
 from llm_teach.stages.roles import Models
 
 _FORMAT = re.compile(r"Question:\s*(?P<question>.+?)\s*(?:Solution|Answer):\s*(?P<solution>.+)", re.S | re.I)
@@ -94,8 +94,8 @@ class LLM2LLMConfig:
     near_duplicate_rouge_l: float = option(
         "Drop new problems at least this ROUGE-L-similar to existing data (reference: 0.95).", 0.95)
     decontamination: DecontamConfig = option("Evaluation sets new problems must not overlap.", factory=DecontamConfig)
-    chunk_size: int = option("Wrong seed problems per work unit.", 8)
-    seed: int = option("Base seed of every sampling call.", 0)
+    chunk_size: int = chunk_size_option("Wrong seed problems")
+    seed: int = seed_option("units and their sampling calls")
 
     def __post_init__(self) -> None:
         check_fields(self, rounds=">= 1", new_per_wrong=">= 1", eval_max_new_tokens=">= 1", eval_temperature=">= 0",

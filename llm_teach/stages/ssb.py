@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.backends import Backend, SamplingConfig, top_p_option
 from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.logit_store import DEFAULT_TAIL_SAMPLES, DEFAULT_TOP_K, append_scored, open_writer, tail_request
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -56,7 +56,7 @@ from llm_teach.grading.voting import answer_groups
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import derive_seed, ids_digest
 from llm_teach.runs.shard import Shard
-from llm_teach.runs.stage_run import StageRun, Unit, Work
+from llm_teach.runs.stage_run import StageRun, Unit, Work, chunk_size_option, seed_option
 from llm_teach.stages.roles import Models
 
 
@@ -67,7 +67,7 @@ class SSBConfig:
     rollouts: int = option("K: rollouts per problem (paper: 4).", 4)
     rollout_temperature: float = option(
         "Sampling temperature of the rollouts (they must differ; reference code: 0.8 with top-k 50).", 0.7)
-    top_p: float = option("Nucleus sampling for rollouts and explanations.", 1.0)
+    top_p: float = top_p_option()
     max_new_tokens: int = option("Token budget of each rollout.", 512)
     rollouts_from: Literal["student", "teacher"] = option(
         "Whose rollouts are mined for mistakes: the student's or the teacher's.", "student")
@@ -86,8 +86,8 @@ class SSBConfig:
                                "(unbiased KD over the tail; 0 = a tail bucket only; hf teacher backend only).",
                                DEFAULT_TAIL_SAMPLES)
     logits_dtype: Literal["float16", "float32"] = option("Storage precision of the top-k log-probs.", "float16")
-    chunk_size: int = option("Problems per work unit (the most a killed run redoes).", 8)
-    seed: int = option("Base seed; each unit derives its own from it.", 0)
+    chunk_size: int = chunk_size_option("Problems")
+    seed: int = seed_option("units")
     solve_template: str = option("Template: the rollout prompt and the student's view of a problem.", "ssb/solve.jinja")
     explain_template: str = option("Template: the hinted prompt with correct and wrong responses.", "ssb/explain.jinja")
 

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple
 
-from llm_teach.backends import Backend, SamplingConfig
+from llm_teach.backends import Backend, SamplingConfig, top_p_option
 from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.decontam import DecontamConfig, Decontaminator, decontamination_option, near_duplicate_option
 from llm_teach.data.jsonl import read_text, write_json_atomic
@@ -68,7 +68,7 @@ from llm_teach.grading import grade
 from llm_teach.grading.voting import answer_groups, majority_vote
 from llm_teach.prompts import render
 from llm_teach.runs.hashing import content_hash, derive_seed, file_hash, ids_digest
-from llm_teach.runs.stage_run import StageRun, Unit, Work, records
+from llm_teach.runs.stage_run import StageRun, Unit, Work, chunk_size_option, records, seed_option
 from llm_teach.stages.parsing import dedupe_skills, match_skills, parse_name_list, parse_skill_file
 from llm_teach.stages.stat_catalog import cluster, free_labels, merge_names
 from llm_teach.stages.stat_diagnose import diagnosis_split
@@ -120,11 +120,11 @@ class STATConfig:
     syn_temperature: float = option("Sampling temperature when writing problems (diversity).", 1.0)
     solve_temperature: float = option("Sampling temperature of teacher solutions (they must be independent).", 0.7)
     solve_attempts: int = option("STAT-Sel: teacher attempts at a selected problem without a worked solution.", 3)
-    top_p: float = option("Nucleus sampling for every sampled call.", 1.0)
+    top_p: float = top_p_option()
     max_new_tokens: int = option("Budget of student answers and teacher solutions.", 512)
     list_max_new_tokens: int = option("Budget of skill lists, labels, judgements and written problems.", 256)
-    chunk_size: int = option("Items per work unit (the most a killed run redoes).", 8)
-    seed: int = option("Base seed; units, quotas and samples derive theirs from it.", 0)
+    chunk_size: int = chunk_size_option("Items")
+    seed: int = seed_option("units, quotas and samples")
     solve_template: str = option(
         "Template: how problems are posed to student and teacher, and the SFT user turn (the evaluation prompt).",
         "eval/boxed.jinja")

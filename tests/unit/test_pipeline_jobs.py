@@ -14,6 +14,7 @@ import time
 import pytest
 
 from llm_teach import pipeline as pl
+from pipeline_files import stand_in_pipeline
 from llm_teach.errors import UserError
 from llm_teach.runs import step_process
 from llm_teach.runs.pipeline_state import exclusive
@@ -24,14 +25,6 @@ def grid(tmp_path, monkeypatch):
     """a, b independent; c reads a and b; d reads nothing. Each stand-in writes its start and
     end time to OUT/<step>/times and does what `behaviour[step]` says."""
     monkeypatch.setattr(step_process, "CONTEXT", "fork")
-    data = tmp_path / "p.jsonl"
-    data.write_text(json.dumps({"id": "a", "question": "1 + 1 =", "answer": "2"}) + "\n")
-    (tmp_path / "p.yaml").write_text(
-        "steps:\n"
-        f"  - {{name: a, eval: m, data: {data}, benchmark: math500}}\n"
-        f"  - {{name: b, eval: m, data: {data}, benchmark: math500}}\n"
-        f"  - {{name: c, eval: '${{a.out}}${{b.out}}', data: {data}, benchmark: math500}}\n"
-        f"  - {{name: d, eval: m, data: {data}, benchmark: math500}}\n")
     behaviour = {}
 
     def runner(step, out):
@@ -51,8 +44,8 @@ def grid(tmp_path, monkeypatch):
         (out / "times").write_text(f"{started} {time.time()}")
         return {"out": str(out)}
 
-    monkeypatch.setitem(pl._RUNNERS, "eval", runner)
-    return pl.load_pipeline(tmp_path / "p.yaml"), tmp_path / "out", behaviour
+    evals = {"a": "m", "b": "m", "c": "${a.out}${b.out}", "d": "m"}
+    return stand_in_pipeline(tmp_path, monkeypatch, evals, runner), tmp_path / "out", behaviour
 
 
 def _times(out, name):

@@ -10,19 +10,11 @@ import pytest
 
 from llm_teach import pipeline as pl
 from llm_teach.errors import UserError
+from pipeline_files import stand_in_pipeline
 
 
 @pytest.fixture
 def grid(tmp_path, monkeypatch):
-    data = tmp_path / "p.jsonl"
-    data.write_text(json.dumps({"id": "a", "question": "1 + 1 =", "answer": "2"}) + "\n")
-    # a (fails) <- b reads it <- c reads b; d is independent of all three.
-    (tmp_path / "p.yaml").write_text(
-        "steps:\n"
-        f"  - {{name: a, eval: m, data: {data}, benchmark: math500}}\n"
-        f"  - {{name: b, eval: '${{a.out}}/m', data: {data}, benchmark: math500}}\n"
-        f"  - {{name: c, eval: '${{b.out}}/m', data: {data}, benchmark: math500}}\n"
-        f"  - {{name: d, eval: m, data: {data}, benchmark: math500}}\n")
     calls, failing = [], {"a"}
 
     def runner(step, out):
@@ -33,8 +25,9 @@ def grid(tmp_path, monkeypatch):
             raise UserError(f"{out}/records.jsonl: no records")
         return {"out": str(out)}
 
-    monkeypatch.setitem(pl._RUNNERS, "eval", runner)
-    return pl.load_pipeline(tmp_path / "p.yaml"), tmp_path / "out", calls, failing
+    # a (fails) <- b reads it <- c reads b; d is independent of all three.
+    evals = {"a": "m", "b": "${a.out}/m", "c": "${b.out}/m", "d": "m"}
+    return stand_in_pipeline(tmp_path, monkeypatch, evals, runner), tmp_path / "out", calls, failing
 
 
 def test_without_keep_going_the_first_failure_stops_the_run(grid):
