@@ -12,6 +12,7 @@ import json
 from typing import Callable
 
 from llm_teach import pipeline as pl
+from llm_teach import pipeline_steps
 
 
 def stand_in_pipeline(tmp_path, monkeypatch, evals: dict[str, str], runner: Callable) -> pl.Pipeline:
@@ -23,5 +24,5 @@ def stand_in_pipeline(tmp_path, monkeypatch, evals: dict[str, str], runner: Call
     steps = "".join(f"  - {{name: {name}, eval: '{model}', data: {data}, benchmark: math500}}\n"
                     for name, model in evals.items())
     (tmp_path / "p.yaml").write_text("steps:\n" + steps)
-    monkeypatch.setitem(pl._RUNNERS, "eval", runner)
+    monkeypatch.setitem(pipeline_steps.RUNNERS, "eval", runner)
     return pl.load_pipeline(tmp_path / "p.yaml")

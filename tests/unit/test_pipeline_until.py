@@ -9,6 +9,7 @@ import time
 import pytest
 
 from llm_teach import pipeline as pl
+from llm_teach import pipeline_steps
 from llm_teach.errors import UserError
 
 
@@ -32,7 +33,7 @@ def three_steps(tmp_path, monkeypatch):
         "steps:\n" + "".join(f"  - {{name: {n}, eval: m, data: {data}, benchmark: math500}}\n"
                              for n in ("burn", "wait", "last")))
     calls = []
-    monkeypatch.setitem(pl._RUNNERS, "eval", lambda step, out: (calls.append(step.name),
+    monkeypatch.setitem(pipeline_steps.RUNNERS, "eval", lambda step, out: (calls.append(step.name),
                                                                 (_burn if step.name == "burn" else _wait)(step, out))[1])
     return pl.load_pipeline(tmp_path / "p.yaml"), tmp_path / "out", calls
 
