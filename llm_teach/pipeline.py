@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
 from llm_teach.errors import UserError
-from llm_teach.pipeline_steps import run_step, run_step_quietly
+from llm_teach.pipeline_steps import Step, run_step, run_step_quietly
 from llm_teach.runs.directory import RunDirectory, check_name
 from llm_teach.runs.pipeline_state import exclusive, read_state, save_state, set_aside
 from llm_teach.runs.step_process import start_step, wait_any
@@ -49,14 +49,6 @@ KINDS = {
     "train": {"config", "launch"},
 }
 _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\.([A-Za-z0-9_\-]+)\}")
-
-
-@dataclass
-class Step:
-    name: str
-    kind: str  # eval, generate, train
-    target: str  # the model to evaluate, the stage, or the training method
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Running one pipeline step: the runner of each kind (eval, generate, train), its wall and CPU
+"""One pipeline step, what it is and how it runs: the runner of each kind (eval, generate, train), its wall and CPU
 time, and the variant that runs in a process of its own (`llm-teach run --jobs`). Kept apart
 from `llm_teach.pipeline`, which decides what runs and when."""
 
@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from llm_teach.config import build
 from llm_teach.errors import UserError
 
-if TYPE_CHECKING:
-    from llm_teach.pipeline import Step
+@dataclass
+class Step:
+    name: str
+    kind: str  # eval, generate, train
+    target: str  # the model to evaluate, the stage, or the training method
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def run_step_quietly(resolved: Step, step_out: Path) -> dict[str, Any]:
