@@ -1,6 +1,6 @@
-"""One pipeline step, what it is and how it runs: the runner of each kind (eval, generate, train), its wall and CPU
-time, and the variant that runs in a process of its own (`llm-teach run --jobs`). Kept apart
-from `llm_teach.pipeline`, which decides what runs and when."""
+"""One pipeline step, what it is and how it runs: the runner of each kind (eval, generate,
+train), its wall and CPU time, and the variant that runs in a process of its own
+(`llm-teach run --jobs`). Kept apart from `llm_teach.pipeline`, which decides what runs when."""
 
 from __future__ import annotations
 
