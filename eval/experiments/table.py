@@ -10,7 +10,9 @@ would cost from scratch). Teacher calls: the sequences the teacher generated or 
 training of the method: its stage's teacher completions (the stage manifest's `usage`) plus, for
 a trainer that queries the teacher itself (logitkd, seqkd, gkd, kdrl), one per training sequence
 (optimizer steps x sequences per step, from its manifest and config). GSM8K: the method's seed-0
-model on the fixed GSM8K subset (`gsm8k-M-s0`). Steps not finished yet show as pending.
+model on the fixed GSM8K subset (`gsm8k-M-s0`). Answered: the mean fraction of held-out problems
+with an extractable answer (1 - `no_answer_fraction`), to tell a format gain from an arithmetic
+one. Steps not finished yet show as pending.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 from pathlib import Path
 
 TEACHER_IN_TRAINER = {"seqkd", "logitkd", "gkd", "kdrl"}
+STAGES = {"ssb", "llm2llm", "stat-sel", "stat-syn", "arte"}
 METHODS = ["sft-gold", "seqkd", "logitkd", "gkd", "grpo", "kdrl", "ssb", "llm2llm", "stat-sel", "stat-syn", "arte"]
 
 
@@ -31,12 +34,14 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
         s = steps.get(name)
         return s["result"] if s and s.get("status") == "complete" else None
 
-    def acc(name):
+    def acc(name, key="accuracy"):
         r = result(name)
-        return r["summary"]["accuracy"] if r else None
+        return r["summary"][key] if r else None
 
     def teacher_calls(m):
         calls, stage = 0, out / m / "manifest.json"
+        if m in STAGES and not stage.exists():
+            return None
         if stage.exists():
             calls += json.loads(stage.read_text()).get("usage", {}).get("teacher", {}).get("completions", 0)
         train = out / f"{m}-s0" / "manifest.json"
@@ -50,9 +55,15 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
         return calls
 
     teacher, none = acc("teacher-heldout"), acc("none-heldout")
-    table = []
+    table = [{"method": "none", "seeds": 1 if none is not None else 0, "error": None, "mean": none, "sd": None,
+              "gap": 0.0, "answered": None if none is None else 1 - acc("none-heldout", "no_answer_fraction"),
+              "cpu_min": 0.0, "teacher_calls": 0, "gsm8k": acc("gsm8k-none")}]
     for m in METHODS:
         accs = [a for s in range(3) if (a := acc(f"{m}-s{s}-heldout")) is not None]
+        # Answered: a boxed (or otherwise extractable) answer at all, i.e. the format was learnt;
+        # accuracy well above the untrained student's but no higher than what answering at all
+        # buys is a format gain, not arithmetic.
+        answered = [1 - a for s in range(3) if (a := acc(f"{m}-s{s}-heldout", "no_answer_fraction")) is not None]
         train_cpu = [r["cpu_seconds"] for s in range(3) if (r := result(f"{m}-s{s}")) and "cpu_seconds" in r]
         stage = result(m)
         cpu_min = (statistics.mean(train_cpu) + (stage or {}).get("cpu_seconds", 0)) / 60 if train_cpu else None
@@ -60,7 +71,8 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
         gap = (mean - none) / (teacher - none) if None not in (mean, none, teacher) and teacher != none else None
         errors = [f"{n}: {steps[n]['error']}" for n in (m, f"{m}-s0") if (steps.get(n) or {}).get("status") == "failed"]
         table.append({"method": m, "seeds": len(accs), "error": errors[0] if errors else None, "mean": mean,
-                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap, "cpu_min": cpu_min,
+                      "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap,
+                      "answered": statistics.mean(answered) if answered else None, "cpu_min": cpu_min,
                       "teacher_calls": teacher_calls(m), "gsm8k": acc(f"gsm8k-{m}-s0")})
     return table, teacher, none
 
@@ -80,15 +92,16 @@ def main() -> None:
     gsm = {name: acc for name in ("gsm8k-teacher-base", "gsm8k-teacher", "gsm8k-none")
            if (acc := _summary(args.out, name)) is not None}
     print(f"teacher {fmt(teacher)}  no training {fmt(none)}  GSM8K subset: {gsm or 'pending'}")
-    print("| method | seeds | accuracy mean ± sd | gap recovered | CPU-min (mean per seed, incl. stage) "
+    print("| method | seeds | accuracy mean ± sd | gap recovered | answered | CPU-min (mean per seed, incl. stage) "
           "| teacher calls | GSM8K subset (s0) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in table:
         if r["error"] and not r["seeds"]:
-            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | |")
+            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | | |")
             continue
-        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {fmt(r['sd'])} | {fmt(r['gap'], '{:.2f}')} "
-              f"| {fmt(r['cpu_min'], '{:.1f}')} | {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
+        sd = fmt(r["sd"]) if r["seeds"] != 1 else "— (one model)"
+        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd} | {fmt(r['gap'], '{:.2f}')} "
+              f"| {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} | {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
     if args.plot:
         import matplotlib
 
