@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llm_teach.config import check_fields
 from llm_teach.credentials import check_auth, check_url
 from llm_teach.backends.base import Backend, Generation, Prompt, SamplingConfig, TokenLogprobs, top_p_option
 from llm_teach.errors import UserError
@@ -34,6 +35,10 @@ class BackendOptions:
         # and user:password@ in the URL only without a key variable.
         check_url(self.base_url, "api_key_env")
         check_auth(self.base_url, self.api_key_env, "api_key_env")
+        # 0 requests in flight would hang an evaluation forever, a negative timeout fails every
+        # request: refused here, where flags, YAML backend sections and Python callers all pass.
+        check_fields(self, max_concurrency=">= 1", timeout="> 0", max_retries=">= 0", batch_size=">= 1",
+                     tensor_parallel_size=">= 1", gpu_memory_utilization="(0, 1]")
 
 
 def make_backend(model: str, options: BackendOptions | None = None) -> Backend:

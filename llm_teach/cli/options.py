@@ -8,6 +8,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from llm_teach.backends import BackendOptions
+from llm_teach.config import FieldError
 from llm_teach.errors import UserError
 
 Data = Annotated[str, typer.Option("--data", help="Problem source: gsm8k, math500, rg:TASK or a .jsonl/.parquet path.")]
@@ -59,10 +60,13 @@ def backend_options(backend: str, base_url: str | list[str] | None, api_key_env:
         check_auth(base_url, api_key_env, f"{prefix}api-key-env")
     except ValueError as exc:
         raise UserError(f"{prefix}base-url: {exc}") from None
-    return BackendOptions(backend=backend, base_url=base_url, api_key_env=api_key_env,
-                          max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
-                          tensor_parallel_size=tensor_parallel_size, timeout=timeout,
-                          max_retries=max_retries, tokenizer=tokenizer)
+    try:
+        return BackendOptions(backend=backend, base_url=base_url, api_key_env=api_key_env,
+                              max_concurrency=max_concurrency, dtype=dtype, batch_size=batch_size,
+                              tensor_parallel_size=tensor_parallel_size, timeout=timeout,
+                              max_retries=max_retries, tokenizer=tokenizer)
+    except FieldError as exc:  # the flag as the user typed it, e.g. --teacher-max-concurrency
+        raise UserError(f"{prefix}{exc.key.replace('_', '-')} {exc.problem}") from None
 
 
 def _role_flags(role: str) -> list[inspect.Parameter]:

@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from llm_teach.backends import SamplingConfig
+from llm_teach.backends import BackendOptions, SamplingConfig
 from llm_teach.config import FieldError, build, check_fields, load
 from llm_teach.data.decontam import DecontamConfig
 from llm_teach.errors import UserError
@@ -161,3 +161,23 @@ def test_errors_name_the_key_as_typed(tmp_path):
     # check_choices runs too (a Literal field set from Python)
     with pytest.raises(ValueError, match="'rollouts_from'"):
         SSBConfig(rollouts_from="nobody")
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"max_concurrency": 0}, "--teacher-max-concurrency must be at least 1 (got 0)"),
+    ({"timeout": -1.0}, "--teacher-timeout must be > 0 (got -1.0)"),
+    ({"batch_size": 0}, "--teacher-batch-size must be at least 1 (got 0)"),
+    ({"max_retries": -1}, "--teacher-max-retries must be at least 0 (got -1)"),
+])
+def test_backend_flags_out_of_range_name_the_flag(flags, message):
+    """0 requests in flight would hang an evaluation; each backend flag is range-checked and the
+    refusal names the flag as typed (here a teacher role's)."""
+    from llm_teach.cli.options import backend_options
+
+    values = dict(backend="hf", base_url=None, api_key_env=None, max_concurrency=8, dtype="auto", batch_size=16,
+                  tensor_parallel_size=1)
+    with pytest.raises(UserError) as info:
+        backend_options(**{**values, **flags}, prefix="--teacher-")
+    assert str(info.value) == message
+    with pytest.raises(UserError, match=r"^step 'x': backend: 'max_concurrency' must be at least 1"):
+        build(BackendOptions, {"max_concurrency": 0}, "step 'x': backend")
