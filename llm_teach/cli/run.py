@@ -25,6 +25,9 @@ def run(
     only: Annotated[Optional[list[str]], typer.Option(
         "--only", help="Run just this step and the steps it reads (one cell of a grid; e.g. into a new --out to "
                        "check that it reproduces). Repeatable.")] = None,
+    prune_checkpoints: Annotated[bool, typer.Option(
+        "--prune-checkpoints", help="Delete a train step's checkpoints once it completes (its model is saved; "
+                                    "a failed or interrupted step keeps them to resume).")] = False,
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", min=1, help="Run up to N steps at once that do not read each other's output, each in its own "
                                     "process (logs in OUT/logs/STEP.log). Each step uses torch's threads: set "
@@ -38,7 +41,8 @@ def run(
     from llm_teach.errors import UserError
 
     results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going,
-                           rerun=rerun or (), jobs=jobs, only=only or ())
+                           rerun=rerun or (), jobs=jobs, only=only or (),
+                           prune_checkpoints=prune_checkpoints)
     print_results(results)
     typer.echo(f"report: {write_report(out)}")
     if failed := [name for name, result in results.items() if "failed" in result]:
