@@ -141,6 +141,7 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     if only:
         needed = _with_inputs(pipeline.steps, set(only))
         steps = [s for s in steps if s.name in needed]
+    read_state(out / "pipeline.json")  # an unreadable state is refused before OUT is touched
     with exclusive(out):
         schedule = _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs)
         schedule.prune_checkpoints = prune_checkpoints

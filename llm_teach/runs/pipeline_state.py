@@ -47,24 +47,23 @@ def set_aside(path: Path) -> Path:
 @contextmanager
 def exclusive(out: Path) -> Iterator[None]:
     """Hold OUT for one `llm-teach run` at a time: two runs on one OUT would both start its next
-    step and overwrite each other's pipeline.json. An advisory lock on `OUT/.lock`, released by
-    the kernel when the process ends however it ends, so a crash leaves nothing to clean up."""
+    step and overwrite each other's pipeline.json. An advisory lock on OUT itself (flock on the
+    directory: no lock file left behind), released by the kernel when the process ends however
+    it ends, so a crash leaves nothing to clean up. Call it after every check of the input, since
+    it creates OUT."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock (the one-run-per-OUT rule is then the user's)
         yield
         return
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+", encoding="utf-8") as handle:
+    fd = os.open(out, os.O_RDONLY)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(f"{out}: another `llm-teach run` ({holder}) is running into this directory; "
-                            "wait for it, or use another --out") from None
-        handle.seek(0), handle.truncate(), handle.write(f"pid {os.getpid()}"), handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
+            raise UserError(f"{out}: another `llm-teach run` is running into this directory; wait for it, "
+                            "or use another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
