@@ -6,8 +6,10 @@ is a complete one (evaluate a student, SSB from a teacher, distill, evaluate aga
 file under `pipelines/` is validated by the tests, so the examples cannot drift from this format.
 
 `--until STEP` stops after STEP; `--keep-going` records a failed step and runs the ones that do
-not read it; `--only STEP` runs just STEP and what it reads; `--jobs N` runs up to N steps that do not read each other at once; `--rerun STEP` redoes a completed step and what reads it; each step records
-`seconds` (wall) and `cpu_seconds`.
+not read it; `--only STEP` runs just STEP and what it reads; `--jobs N` runs up to N steps that
+do not read each other at once; `--rerun STEP` redoes a completed step and what reads it;
+`--prune-checkpoints` deletes a completed training's checkpoints; each step records `seconds`
+(wall) and `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
 a train step produced). Step kinds and their keys:
@@ -143,9 +145,7 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
         steps = [s for s in steps if s.name in needed]
     read_state(out / "pipeline.json")  # an unreadable state is refused before OUT is touched
     with exclusive(out):
-        schedule = _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs)
-        schedule.prune_checkpoints = prune_checkpoints
-        return schedule.run(steps, until)
+        return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs, prune_checkpoints).run(steps, until)
 
 
 def _prune(step: Step, step_out: Path, echo) -> None:
@@ -172,15 +172,16 @@ class _Schedule:
     """What has run, what failed, and what each step's fingerprint is, for one `run_pipeline`:
     state that every step's decision reads, hence a class."""
 
-    def __init__(self, pipeline: Pipeline, out: Path, echo, keep_going: bool, forced: set[str], jobs: int):
+    def __init__(self, pipeline: Pipeline, out: Path, echo, keep_going: bool, forced: set[str], jobs: int,
+                 prune_checkpoints: bool):
         self.pipeline, self.out, self.echo, self.keep_going, self.forced, self.jobs = \
             pipeline, out, echo, keep_going, forced, jobs
+        self.prune_checkpoints = prune_checkpoints
         self.state_path = out / "pipeline.json"
         self.done: dict[str, Any] = read_state(self.state_path).get("steps", {})
         self.results: dict[str, dict[str, Any]] = {}
         self.fingerprints: dict[str, str] = {}
         self.failed: set[str] = set()
-        self.prune_checkpoints = False
 
     def run(self, steps: list[Step], until: str | None) -> dict[str, dict[str, Any]]:
         pending, running, stop = list(steps), [], None
