@@ -1,6 +1,6 @@
 """The RESULTS table (and plot) from a cpu-compare run directory (run from the project root):
 
-    python eval/experiments/table.py runs/cpu-compare [--plot eval/cpu-compare.png]
+    python eval/experiments/table.py runs/cpu-compare [--plot eval/cpu-compare.png] [--set KEY=VALUE]
 
 Reads OUT/pipeline.json, which `llm-teach run` writes: each eval step's summary (accuracy, n)
 and each step's `cpu_seconds`. A method's row is its `M-s{0,1,2}-heldout` evaluations (mean and
@@ -12,7 +12,8 @@ a trainer that queries the teacher itself (logitkd, seqkd, gkd, kdrl), one per t
 (optimizer steps x sequences per step, from its manifest and config). GSM8K: the method's seed-0
 model on the fixed GSM8K subset (`gsm8k-M-s0`). Answered: the mean fraction of held-out problems
 with an extractable answer (1 - `no_answer_fraction`), to tell a format gain from an arithmetic
-one. Steps not finished yet show as pending.
+one. Steps not finished yet show as pending, and so do steps completed under an earlier
+definition of the pipeline (`llm-teach run --status` calls them stale).
 """
 
 from __future__ import annotations
@@ -27,8 +28,20 @@ STAGES = {"ssb", "llm2llm", "stat-sel", "stat-syn", "arte"}
 METHODS = ["sft-gold", "seqkd", "logitkd", "gkd", "grpo", "kdrl", "ssb", "llm2llm", "stat-sel", "stat-syn", "arte"]
 
 
-def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
-    steps = json.loads((out / "pipeline.json").read_text())["steps"]
+def current_steps(out: Path, overrides: list[str] | None = None) -> dict[str, dict]:
+    """Each step's record in OUT/pipeline.json, with only the results that answer the pipeline
+    file as it is now (`llm-teach run --status`): a step completed under an earlier definition
+    (round 1's student, say) is stale and must not enter the table."""
+    from llm_teach.pipeline import load_pipeline, pipeline_status
+
+    state = json.loads((out / "pipeline.json").read_text())
+    status = {r["name"]: r for r in pipeline_status(load_pipeline(state["pipeline"], overrides), out)}
+    return {name: {**record, "status": status[name]["status"]} for name, record in state["steps"].items()
+            if name in status}
+
+
+def rows(out: Path, overrides: list[str] | None = None) -> tuple[list[dict], float | None, float | None]:
+    steps = current_steps(out, overrides)
 
     def result(name):
         s = steps.get(name)
@@ -40,13 +53,13 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
 
     def teacher_calls(m):
         calls, stage = 0, out / m / "manifest.json"
-        if m in STAGES and not stage.exists():
+        if m in STAGES and result(m) is None:
             return None
         if stage.exists():
             calls += json.loads(stage.read_text()).get("usage", {}).get("teacher", {}).get("completions", 0)
         train = out / f"{m}-s0" / "manifest.json"
         if m in TEACHER_IN_TRAINER:
-            if not train.exists():
+            if result(f"{m}-s0") is None:
                 return None
             manifest = json.loads(train.read_text())
             config = manifest.get("config") or {}
@@ -77,8 +90,8 @@ def rows(out: Path) -> tuple[list[dict], float | None, float | None]:
     return table, teacher, none
 
 
-def _summary(out: Path, name: str) -> float | None:
-    step = json.loads((out / "pipeline.json").read_text())["steps"].get(name) or {}
+def _summary(steps: dict[str, dict], name: str) -> float | None:
+    step = steps.get(name) or {}
     return step["result"]["summary"]["accuracy"] if step.get("status") == "complete" else None
 
 
@@ -86,11 +99,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="the --set options the run was made with (e.g. round 1's vars.student)")
     args = ap.parse_args()
-    table, teacher, none = rows(args.out)
+    table, teacher, none = rows(args.out, args.set)
+    steps = current_steps(args.out, args.set)
     fmt = lambda v, f="{:.3f}": "pending" if v is None else f.format(v)  # noqa: E731
     gsm = {name: acc for name in ("gsm8k-teacher-base", "gsm8k-teacher", "gsm8k-none")
-           if (acc := _summary(args.out, name)) is not None}
+           if (acc := _summary(steps, name)) is not None}
     print(f"teacher {fmt(teacher)}  no training {fmt(none)}  GSM8K subset: {gsm or 'pending'}")
     print("| method | seeds | accuracy mean ± sd | gap recovered | answered | CPU-min (mean per seed, incl. stage) "
           "| teacher calls | GSM8K subset (s0) |")

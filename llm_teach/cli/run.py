@@ -32,6 +32,9 @@ def run(
         "--jobs", "-j", min=1, help="Run up to N steps at once that do not read each other's output, each in its own "
                                     "process (logs in OUT/logs/STEP.log). Each step uses torch's threads: set "
                                     "OMP_NUM_THREADS so that N x threads fits the cores.")] = 1,
+    status: Annotated[bool, typer.Option(
+        "--status", help="Run nothing: print each step's state in OUT (complete, stale, running, interrupted, "
+                         "failed, skipped, pending) and the counts; safe while another run is going.")] = False,
 ) -> None:
     """Run PIPELINE step by step into OUT/<step>/; re-running skips finished steps and resumes the rest."""
     from llm_teach.pipeline import load_pipeline, run_pipeline
@@ -40,6 +43,9 @@ def run(
 
     from llm_teach.errors import UserError
 
+    if status:
+        print_status(load_pipeline(pipeline, set_), out)
+        return
     results = run_pipeline(load_pipeline(pipeline, set_), out, echo=typer.echo, until=until, keep_going=keep_going,
                            rerun=rerun or (), jobs=jobs, only=only or (),
                            prune_checkpoints=prune_checkpoints)
@@ -60,3 +66,34 @@ def print_results(results: dict) -> None:
             typer.echo(f"{name}: model {result['model']}")
         else:
             typer.echo(f"{name}: {result['out']}")
+
+
+def print_status(pipeline, out: str) -> None:
+    """`run --status`: one line per step (an eval's accuracy, a step's seconds), then the counts."""
+    from collections import Counter
+    from pathlib import Path
+
+    from llm_teach.errors import UserError
+    from llm_teach.pipeline import pipeline_status
+
+    if not (Path(out) / "pipeline.json").is_file():
+        raise UserError(f"{out}: no pipeline run here (no pipeline.json)")
+    rows = pipeline_status(pipeline, out)
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        detail = ""
+        if r["result"]:
+            result = r["result"]
+            if "summary" in result:
+                detail = f"accuracy {result['summary']['accuracy']:.3f} (n={result['summary']['n']})  "
+            if "seconds" in result:
+                detail += f"{result['seconds']:.0f} s"
+        elif r["status"] == "stale":
+            detail = "recorded under another definition or other inputs: the next run redoes it"
+        elif r["status"] in ("failed", "skipped") and r["error"]:
+            detail = r["error"]
+        typer.echo(f"{r['name']:<{width}}  {r['status']:<11}  {detail}".rstrip())
+    counts = Counter(r["status"] for r in rows)
+    order = ["complete", "running", "interrupted", "stale", "failed", "skipped", "pending"]
+    typer.echo(f"{counts['complete']}/{len(rows)} steps complete; "
+               + ", ".join(f"{counts[k]} {k}" for k in order[1:] if counts[k]))

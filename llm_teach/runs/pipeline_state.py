@@ -67,3 +67,22 @@ def exclusive(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def is_held(out: Path) -> bool:
+    """Whether a `llm-teach run` holds OUT now (see `exclusive`): a shared lock is refused
+    while the exclusive one is held; taken and dropped at once, so the holder never notices."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    if not out.is_dir():
+        return False
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
