@@ -9,7 +9,7 @@ file under `pipelines/` is validated by the tests, so the examples cannot drift 
 not read it; `--only STEP` runs just STEP and what it reads; `--jobs N` runs up to N steps that
 do not read each other at once; `--rerun STEP` redoes a completed step and what reads it;
 `--prune-checkpoints` deletes a completed training's checkpoints; `--status` runs nothing and
-says where each step stands (`pipeline_status`); each step records `seconds` (wall) and
+says where each step stands (`pipeline_status.py`); each step records `seconds` (wall) and
 `cpu_seconds`.
 
 References: `${vars.NAME}`, `${STEP.out}` (a step's directory) and `${STEP.model}` (the model
@@ -147,48 +147,6 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     read_state(out / "pipeline.json")  # an unreadable state is refused before OUT is touched
     with exclusive(out):
         return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs, prune_checkpoints).run(steps, until)
-
-
-def pipeline_status(pipeline: Pipeline, out: str | Path) -> list[dict[str, Any]]:
-    """Where a run of PIPELINE into OUT stands, without running or changing anything (`llm-teach
-    run --status`): one `{name, status, result}` per step, in file order, where status is
-
-    - `complete`: completed with this definition and these inputs (a run would skip it);
-    - `stale`: completed, but its definition or an input changed since (a run redoes it);
-    - `running` / `interrupted`: started and not finished, by a run that holds OUT now / that
-      ended (the next run resumes it);
-    - `failed` / `skipped` (an input did not complete) / `pending` (never started).
-
-    Only `complete` results describe the pipeline as written: a grid whose file changed keeps
-    its old steps' records until they run again, and a table must not mix them in. Reading
-    while another run holds OUT is safe: pipeline.json is replaced atomically."""
-    from llm_teach.runs.pipeline_state import is_held
-
-    out = Path(out)
-    schedule = _Schedule(pipeline, out, lambda *_: None, False, set(), 1, False)
-    held = is_held(out)
-    rows = []
-    for step in pipeline.steps:
-        reads = _steps_read(step)
-        previous = schedule.done.get(step.name) or {}
-        status = previous.get("status", "pending")
-        if status in ("complete", "running", "failed"):
-            # A record answers the step as written only if its fingerprint is the one the step has
-            # now; a step whose inputs are not all current cannot be current (its fingerprint
-            # includes theirs). Otherwise it is another definition's record: the next run redoes it.
-            current = reads <= schedule.results.keys() and \
-                previous.get("fingerprint") == schedule._fingerprint(step, reads)[1]
-            if not current:
-                status = "stale"
-            elif status == "complete":
-                schedule.fingerprints[step.name] = previous["fingerprint"]
-                schedule.results[step.name] = previous["result"]
-            elif status == "running" and not held:
-                status = "interrupted"
-        rows.append({"name": step.name, "status": status,
-                     "result": previous.get("result") if status == "complete" else None,
-                     "error": previous.get("error")})
-    return rows
 
 
 def _prune(step: Step, step_out: Path, echo) -> None:

@@ -32,7 +32,8 @@ def current_steps(out: Path, overrides: list[str] | None = None) -> dict[str, di
     """Each step's record in OUT/pipeline.json, with only the results that answer the pipeline
     file as it is now (`llm-teach run --status`): a step completed under an earlier definition
     (round 1's student, say) is stale and must not enter the table."""
-    from llm_teach.pipeline import load_pipeline, pipeline_status
+    from llm_teach.pipeline import load_pipeline
+    from llm_teach.pipeline_status import pipeline_status
 
     state = json.loads((out / "pipeline.json").read_text())
     status = {r["name"]: r for r in pipeline_status(load_pipeline(state["pipeline"], overrides), out)}

@@ -74,7 +74,7 @@ def print_status(pipeline, out: str) -> None:
     from pathlib import Path
 
     from llm_teach.errors import UserError
-    from llm_teach.pipeline import pipeline_status
+    from llm_teach.pipeline_status import pipeline_status
 
     if not (Path(out) / "pipeline.json").is_file():
         raise UserError(f"{out}: no pipeline run here (no pipeline.json)")

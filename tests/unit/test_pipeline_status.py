@@ -10,6 +10,7 @@ import json
 import pytest
 
 from llm_teach import pipeline as pl
+from llm_teach.pipeline_status import pipeline_status
 from llm_teach.errors import UserError
 from llm_teach.runs.pipeline_state import exclusive
 from pipeline_files import stand_in_pipeline
@@ -34,7 +35,7 @@ def chain(tmp_path, monkeypatch):
 
 
 def _status(pipeline, out):
-    return {r["name"]: r["status"] for r in pl.pipeline_status(pipeline, out)}
+    return {r["name"]: r["status"] for r in pipeline_status(pipeline, out)}
 
 
 def test_complete_failed_skipped_and_pending(chain):
@@ -43,7 +44,7 @@ def test_complete_failed_skipped_and_pending(chain):
     pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True, until="c")
     assert _status(pipeline, out) == {"a": "complete", "b": "complete", "c": "failed", "d": "pending"}
     pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True)
-    rows = {r["name"]: r for r in pl.pipeline_status(pipeline, out)}
+    rows = {r["name"]: r for r in pipeline_status(pipeline, out)}
     assert rows["d"]["status"] == "skipped" and "reads c" in rows["d"]["error"]
     assert rows["a"]["result"]["out"] == str(out / "a") and rows["c"]["result"] is None
 
