@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -69,5 +70,9 @@ def _child(target: Callable[..., dict[str, Any]], args: tuple, log: str, results
     # Line-buffered streams on those descriptors, whatever sys.stdout was in the parent.
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    # The log appends (a resumed step keeps its history), so each start is marked: a step re-run
+    # under a changed definition would otherwise read as one run with two beginnings.
+    print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {multiprocessing.current_process().name} started "
+          f"(pid {os.getpid()}) ---", flush=True)
     results.send(target(*args))
     results.close()

@@ -62,7 +62,9 @@ def test_two_jobs_run_independent_steps_at_once_and_a_reader_after_its_inputs(gr
     saved = json.loads((out / "pipeline.json").read_text())["steps"]
     assert {saved[n]["status"] for n in "abcd"} == {"complete"}
     assert set(results) == set("abcd") and all(r["seconds"] >= 0.5 for r in results.values())
-    assert "step a says hello" in (out / "logs" / "a.log").read_text()  # each step's output in its log
+    log = (out / "logs" / "a.log").read_text()
+    assert "step a says hello" in log  # each step's output in its log
+    assert log.startswith("--- ") and "llm-teach step a started (pid " in log.splitlines()[0]  # each start marked
     assert any(line.startswith("[a] started (log: ") for line in lines)
     again = []
     pl.run_pipeline(pipeline, out, echo=again.append, jobs=2)  # a re-run skips all four
