@@ -133,7 +133,7 @@ def main() -> None:
         for y, label in ((teacher, "teacher"), (none, "no training")):
             if y is not None:
                 ax.axhline(y, ls="--", lw=0.8, color="grey")
-                ax.annotate(label, (0, y), fontsize=8)
+                ax.annotate(label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
         ax.set_xlabel("CPU-minutes per training (incl. the stage)")
         ax.set_ylabel("held-out accuracy (256 problems)")
         fig.tight_layout()
