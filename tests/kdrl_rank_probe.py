@@ -26,6 +26,7 @@ def main(out: Path, problems: str) -> None:
     from llm_teach.models import load_tokenizer
     from llm_teach.trainers.grpo import build_dataset, grpo_args
     from llm_teach.trainers.kdrl import KDRLConfig, KDRLTrainer
+    from llm_teach.trainers.lifecycle import end_process_group
     from llm_teach.trainers.model_loading import load_student, load_teacher
 
     cfg = KDRLConfig(model="tiny-random", teacher="tiny-random?seed=1", data=problems, max_completion_length=8,
@@ -45,6 +46,7 @@ def main(out: Path, problems: str) -> None:
     trainer.train()
     rank = trainer.accelerator.process_index
     (out / f"rank{rank}.json").write_text(json.dumps(rows))
+    end_process_group()  # as `llm-teach train` does: a gloo group left to exit can abort a rank
 
 
 if __name__ == "__main__":

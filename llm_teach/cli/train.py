@@ -47,6 +47,7 @@ def train_(
     from llm_teach.config import load
     from llm_teach.errors import UserError
     from llm_teach.trainers import config_class, train
+    from llm_teach.trainers.lifecycle import end_process_group
 
     cls = config_class(method)  # an unknown method is a UserError here
     if show_options:
@@ -68,5 +69,6 @@ def train_(
         raise UserError(f"--{sorted(teacher_keys)[0].replace('_', '-')} is only used by kdrl, distill and gkd, not {method}")
     cfg = load(cls, config, set_, flags=given)
     path = train(method, cfg.to_dict(), out, resume=resume)
+    end_process_group()
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process of a launch
         typer.echo(str(path))

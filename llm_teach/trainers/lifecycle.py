@@ -251,3 +251,18 @@ def merge_adapter(adapter_dir: Path, out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     _write_merged(adapter_dir, out)
+
+
+def end_process_group() -> None:
+    """Tear down torch.distributed, if a launch started it, before the interpreter exits.
+
+    Why: neither TRL's nor transformers' Trainer destroys the process group, and a gloo group
+    left to interpreter shutdown can abort a rank ("terminate called without an active
+    exception", SIGABRT) after the model is saved, so a finished run exits non-zero. Called
+    once, by the process's last code (the `train` command); a no-op without a launch.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank leaves while another is still in a collective
+        dist.destroy_process_group()
