@@ -24,10 +24,13 @@ class ScriptedBackend:
     """`respond(text, sample_index, seed) -> completion`; every call is recorded in `calls`."""
 
     name = "scripted"
+    end_of_turn = "<eos>"
 
-    def __init__(self, respond: Callable[[str, int, int], str], model: str = "scripted-model"):
+    def __init__(self, respond: Callable[[str, int, int], str], model: str = "scripted-model",
+                 finish_reason: str = "stop"):
         self.respond = respond
         self.model = model
+        self.finish_reason = finish_reason  # "length": every completion was cut by the token budget
         self.calls: list[tuple[str, int]] = []
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
@@ -38,7 +41,7 @@ class ScriptedBackend:
             row = []
             for i in range(n):
                 completion = self.respond(text, i, sampling.seed)
-                row.append(Generation(prompt=prompt, completion=completion, finish_reason="stop",
+                row.append(Generation(prompt=prompt, completion=completion, finish_reason=self.finish_reason,
                                       backend=self.name, model=self.model, sampling=sampling.to_dict(),
                                       token_ids=[_tok(w) for w in completion.split()]))
             out.append(row)

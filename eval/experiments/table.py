@@ -42,7 +42,13 @@ def current_steps(out: Path, overrides: list[str] | None = None) -> dict[str, di
 
 
 def rows(out: Path, overrides: list[str] | None = None) -> tuple[list[dict], float | None, float | None]:
-    steps = current_steps(out, overrides)
+    """The table's rows, the teacher's and the untrained student's accuracy, from OUT."""
+    return table_rows(current_steps(out, overrides), out)
+
+
+def table_rows(steps: dict[str, dict], out: Path) -> tuple[list[dict], float | None, float | None]:
+    """The rows from `steps` (name -> pipeline.json record with its `status`) and the stage and
+    train manifests in `out`; only `complete` steps count."""
 
     def result(name):
         s = steps.get(name)

@@ -130,6 +130,15 @@ class Backend(Protocol):
         + the tail of `tail`; backends without the full distribution call `refuse_tail`)."""
         ...
 
+    @property
+    def end_of_turn(self) -> str:
+        """The text that ends the model's turn: its tokenizer's EOS, which chat templates close
+        the assistant turn with and `generate()` cuts off. A stage that stores teacher log-probs
+        over a finished completion scores it too (`completion + end_of_turn`): a student
+        distilled from the store only learns to STOP if the store holds the teacher's
+        distribution at the stopping position."""
+        ...
+
 
 def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
     """Token ids of a prompt, the same for every backend (and the distill trainer): chats

@@ -50,6 +50,10 @@ class HFBackend:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
 
     # -- generate --------------------------------------------------------------------------
+    @property
+    def end_of_turn(self) -> str:
+        return self.tokenizer.eos_token
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         """`n` samples per prompt in as few `model.generate` calls as memory allows

@@ -85,6 +85,11 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
 
     # -- generate --------------------------------------------------------------------------
+    @property
+    def end_of_turn(self) -> str:
+        """The served model's EOS, from its local tokenizer (as `score()` needs it anyway)."""
+        return self._load_tokenizer().eos_token
+
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         """`n` completions per prompt; chats go to /chat/completions, strings to /completions."""
         if n < 1:

@@ -92,6 +92,10 @@ class VLLMBackend:
                                      gpu_memory_utilization=options.gpu_memory_utilization))
 
     # -- generate --------------------------------------------------------------------------
+    @property
+    def end_of_turn(self) -> str:
+        return self.tokenizer.eos_token
+
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingConfig) -> list[list[Generation]]:
         """`n` samples per prompt in one engine call (vLLM seeds its n children `seed + j`)."""
         params = self._vllm.SamplingParams(

@@ -14,7 +14,8 @@ The model is its own teacher, seen in two contexts. For each problem:
    standalone explanation ending in `\\boxed{}`; it is kept only if GRADED correct (never
    by string equality with the gold answer).
 5. The teacher's top-k log-probs over the explanation's tokens in the hinted context are
-   stored (`data.logit_store`), and a distill record is written whose `prompt` is the
+   stored (`data.logit_store`), its end-of-turn token included when the explanation stopped by
+   itself (so the student learns where to stop), and a distill record is written whose `prompt` is the
    student's view: the bare problem as chat messages, so the trainer applies the chat
    template (the reference code trains the student on the raw question without it).
 
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llm_teach.backends import Backend, SamplingConfig, top_p_option
+from llm_teach.backends import Backend, Generation, SamplingConfig, top_p_option
 from llm_teach.config import FieldError, check_fields, option
 from llm_teach.data.logit_store import DEFAULT_TAIL_SAMPLES, DEFAULT_TOP_K, append_scored, open_writer, tail_request
 from llm_teach.data.problems import Problem, grading_benchmark
@@ -215,11 +216,11 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
         explanations = teacher.generate([tp for _, tp in chosen], config.explanations, explain)
         kept = []
         for (problem, teacher_prompt), gens in zip(chosen, explanations):
-            good = next((g.completion for g in gens if _grade(problem, g.completion).correct), None)
+            good = next((g for g in gens if _grade(problem, g.completion).correct), None)
             if good is None:
                 counts["rejected/explanation_wrong"] += 1
             else:
-                kept.append((problem, teacher_prompt, good))
+                kept.append((problem, teacher_prompt, _target(good, teacher)))
         scores = teacher.score([tp for _, tp, _ in kept], [c for _, _, c in kept], top_k=config.top_k,
                                **store.score_kwargs(unit.seed)) if kept else []
         for (problem, teacher_prompt, completion), scored in zip(kept, scores):
@@ -234,6 +235,16 @@ def _work(unit: Unit, roller: Backend, teacher: Backend, store: "LogitSink", con
             })
         counts["kept"] += len(records)
     return Work(records={"distill": records, "rollouts": rollout_records}, counts=counts)
+
+
+def _target(explanation: Generation, teacher: Backend) -> str:
+    """The distillation target: the explanation, plus the teacher's end of turn when it stopped
+    by itself (not cut by the token budget). The store then holds the teacher's distribution at
+    the stopping position, so the distilled student learns to end its answer; without it, it
+    never sees a reason to stop (measured: every held-out answer ran to the token limit)."""
+    if explanation.finish_reason == "stop":
+        return explanation.completion + teacher.end_of_turn
+    return explanation.completion
 
 
 class LogitSink:

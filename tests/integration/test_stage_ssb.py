@@ -31,6 +31,14 @@ def test_logit_sink_stores_real_teacher_scores(tmp_path, tiny_backend):
     assert rec.token_logprobs[0] == pytest.approx(scored.logprobs[0], abs=1e-5)
 
 
+def test_end_of_turn_is_scored_as_the_eos_token(tiny_backend):
+    # what SSB appends to a finished explanation must reach the store as the ONE token the
+    # student stops with (the tokenizer's EOS id), not as the characters of its name
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    plain, ended = tiny_backend.score([prompt, prompt], ["\\boxed{5}", "\\boxed{5}" + tiny_backend.end_of_turn])
+    assert ended.token_ids == plain.token_ids + [tiny_backend.tokenizer.eos_token_id]
+
+
 def test_cli_on_tiny_random_and_rerun_is_a_no_op(tmp_path):
     out = tmp_path / "ssb"
     args = ["generate", "ssb", "--teacher", "tiny-random", "--data", "rg:chain_sum", "--limit", "6", "--out", out, *FAST]

@@ -28,7 +28,7 @@ def test_pick_pair(grades, expected):
     assert pick_pair(["x"] * len(grades), grades) == expected
 
 
-def _scripted_model(problems, explain_ok):
+def _scripted_model(problems, explain_ok, finish_reason="stop"):
     """Five rollouts per problem: right, gold+2, gold+1, right, gold+1 -- so the most common
     wrong answer (gold+1) is not the first wrong one. An explanation is right when `explain_ok`."""
     gold = {p.question: int(p.answer) for p in problems}
@@ -42,7 +42,7 @@ def _scripted_model(problems, explain_ok):
         return [f"so \\boxed{{{g}}}", f"oops \\boxed{{{g + 2}}}", f"hmm \\boxed{{{g + 1}}}",
                 f"fine \\boxed{{{g}}}", f"again \\boxed{{{g + 1}}}"][i]
 
-    return ScriptedBackend(respond)
+    return ScriptedBackend(respond, finish_reason=finish_reason)
 
 
 def test_ssb_selects_explains_and_emits_distill_records(tmp_path):
@@ -63,12 +63,26 @@ def test_ssb_selects_explains_and_emits_distill_records(tmp_path):
         hinted = record["teacher_prompt"][0]["content"]
         wrong = int(problem.answer) + 1  # the most common wrong answer (2 of 5 rollouts)
         assert f"final answer {wrong}" in hinted and "oops" not in hinted and f"\\boxed{{{problem.answer}}}" in hinted
-        assert record["completion"].endswith(f"\\boxed{{{problem.answer}}}")
+        # the explanation, then the teacher's end of turn: the store covers the stopping position
+        assert record["completion"] == f"Careful steps for the sum. \\boxed{{{problem.answer}}}" + model.end_of_turn
         arrays = store.get(record["logits_ref"])
         assert arrays.topk_ids.shape == (len(record["completion"].split()), 3 + store.samples)  # top-k, tail samples
+    assert [text for kind, text in model.calls if kind == "score"] == [r["completion"] for r in records]
     rollouts = read_jsonl(tmp_path / "rollouts.jsonl")
     assert len(rollouts) == 6 and rollouts[0]["correct"] == [True, False, False, True, False]
     assert manifest["usage"]["teacher"]["score_calls"] == 2  # one per unit with kept problems
+
+
+def test_ssb_adds_no_end_of_turn_to_an_explanation_cut_by_the_budget(tmp_path):
+    # an explanation that ran out of tokens did not end: the student must not learn to stop there
+    problems = load_problems("rg:chain_sum", limit=2)
+    model = _scripted_model(problems, explain_ok=lambda q: True, finish_reason="length")
+    ssb(problems, Models.of(model), SSBConfig(rollouts=5, top_k=3), tmp_path)
+    records = read_jsonl(tmp_path / "records.jsonl")
+    assert len(records) == 2
+    assert all(r["completion"].endswith(f"\\boxed{{{p.answer}}}") for r, p in zip(records, problems))
+    scored = [text for kind, text in model.calls if kind == "score"]
+    assert scored == [r["completion"] for r in records]
 
 
 def test_ssb_drops_problems_without_both_right_and_wrong(tmp_path):
