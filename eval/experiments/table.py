@@ -26,6 +26,21 @@ from pathlib import Path
 TEACHER_IN_TRAINER = {"seqkd", "logitkd", "gkd", "kdrl"}
 STAGES = {"ssb", "llm2llm", "stat-sel", "stat-syn", "arte"}
 METHODS = ["sft-gold", "seqkd", "logitkd", "gkd", "grpo", "kdrl", "ssb", "llm2llm", "stat-sel", "stat-syn", "arte"]
+# What each method must beat (eval/RESULTS.md): the data and distillation methods SFT on gold,
+# the RL-based ones GRPO, SFT on gold and GRPO the untrained student.
+BASELINE = {"sft-gold": "none", "grpo": "none", "kdrl": "grpo", "ssb": "grpo",
+            **{m: "sft-gold" for m in ("seqkd", "logitkd", "gkd", "llm2llm", "stat-sel", "stat-syn", "arte")}}
+
+
+def verdict(row: dict, base: dict) -> str | None:
+    """"beats" / "worse than" / "ties" the baseline: beating needs a higher mean by more than
+    both rows' standard deviations (a one-model row has none), so seed noise alone never
+    decides; None while either row is pending."""
+    if row["mean"] is None or base["mean"] is None:
+        return None
+    margin = max(row["sd"] or 0.0, base["sd"] or 0.0)
+    diff = row["mean"] - base["mean"]
+    return "beats" if diff > margin else "worse than" if -diff > margin else "ties"
 
 
 def current_steps(out: Path, overrides: list[str] | None = None) -> dict[str, dict]:
@@ -75,7 +90,7 @@ def table_rows(steps: dict[str, dict], out: Path) -> tuple[list[dict], float | N
         return calls
 
     teacher, none = acc("teacher-heldout"), acc("none-heldout")
-    table = [{"method": "none", "seeds": 1 if none is not None else 0, "error": None, "mean": none, "sd": None,
+    table = [{"method": "none", "seeds": 1 if none is not None else 0, "each": [], "error": None, "mean": none, "sd": None,
               "gap": 0.0, "answered": None if none is None else 1 - acc("none-heldout", "no_answer_fraction"),
               "cpu_min": 0.0, "teacher_calls": 0, "gsm8k": acc("gsm8k-none")}]
     for m in METHODS:
@@ -90,10 +105,14 @@ def table_rows(steps: dict[str, dict], out: Path) -> tuple[list[dict], float | N
         mean = statistics.mean(accs) if accs else None
         gap = (mean - none) / (teacher - none) if None not in (mean, none, teacher) and teacher != none else None
         errors = [f"{n}: {steps[n]['error']}" for n in (m, f"{m}-s0") if (steps.get(n) or {}).get("status") == "failed"]
-        table.append({"method": m, "seeds": len(accs), "error": errors[0] if errors else None, "mean": mean,
+        table.append({"method": m, "seeds": len(accs), "each": accs, "error": errors[0] if errors else None, "mean": mean,
                       "sd": statistics.stdev(accs) if len(accs) > 1 else None, "gap": gap,
                       "answered": statistics.mean(answered) if answered else None, "cpu_min": cpu_min,
                       "teacher_calls": teacher_calls(m), "gsm8k": acc(f"gsm8k-{m}-s0")})
+    by_name = {r["method"]: r for r in table}
+    for r in table:
+        base = BASELINE.get(r["method"])
+        r["baseline"], r["verdict"] = base, verdict(r, by_name[base]) if base else None
     return table, teacher, none
 
 
@@ -115,15 +134,17 @@ def main() -> None:
     gsm = {name: acc for name in ("gsm8k-teacher-base", "gsm8k-teacher", "gsm8k-none")
            if (acc := _summary(steps, name)) is not None}
     print(f"teacher {fmt(teacher)}  no training {fmt(none)}  GSM8K subset: {gsm or 'pending'}")
-    print("| method | seeds | accuracy mean ± sd | gap recovered | answered | CPU-min (mean per seed, incl. stage) "
-          "| teacher calls | GSM8K subset (s0) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | seeds | accuracy mean ± sd (each seed) | vs baseline | gap recovered | answered "
+          "| CPU-min (mean per seed, incl. stage) | teacher calls | GSM8K subset (s0) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in table:
         if r["error"] and not r["seeds"]:
-            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | | |")
+            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | | | |")
             continue
         sd = fmt(r["sd"]) if r["seeds"] != 1 else "— (one model)"
-        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd} | {fmt(r['gap'], '{:.2f}')} "
+        each = f" ({', '.join(f'{a:.3f}' for a in r['each'])})" if len(r["each"]) > 1 else ""
+        versus = "—" if not r["baseline"] else f"{r['verdict'] or 'pending'} {r['baseline']}"
+        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd}{each} | {versus} | {fmt(r['gap'], '{:.2f}')} "
               f"| {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} | {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
     if args.plot:
         import matplotlib

@@ -64,3 +64,22 @@ def test_only_complete_results_count(run):
     rows = {r["method"]: r for r in run[0]}
     assert rows["sft-gold"]["seeds"] == 0 and rows["sft-gold"]["mean"] is None  # stale: not in the table
     assert rows["none"]["answered"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("mean, sd, base_mean, base_sd, expected", [
+    (0.70, 0.02, 0.60, 0.03, "beats"),
+    (0.70, 0.12, 0.60, 0.03, "ties"),  # within the method's own spread
+    (0.70, 0.02, 0.60, 0.12, "ties"),  # within the baseline's spread
+    (0.50, 0.02, 0.60, 0.03, "worse than"),
+    (0.09, None, 0.078, None, "beats"),  # one model each: any gain counts
+    (None, None, 0.60, 0.03, None),  # pending
+])
+def test_verdict_needs_a_gap_beyond_both_spreads(mean, sd, base_mean, base_sd, expected):
+    assert table.verdict({"mean": mean, "sd": sd}, {"mean": base_mean, "sd": base_sd}) == expected
+
+
+def test_each_method_is_judged_against_its_baseline(run):
+    rows = {r["method"]: r for r in run[0]}
+    assert (rows["logitkd"]["baseline"], rows["logitkd"]["verdict"]) == ("sft-gold", None)  # sft-gold pending
+    assert (rows["llm2llm"]["baseline"], rows["llm2llm"]["verdict"]) == ("sft-gold", None)
+    assert rows["sft-gold"]["baseline"] == "none" and rows["none"]["baseline"] is None
