@@ -44,7 +44,21 @@ def llm2llm_section(run_dir: Path, found: dict[str, Any]) -> Section:
                                            "Student accuracy on the seeds per round", "round", "accuracy"))
         section.figures.append(plots.lines({"training problems": (xs, [r.get("data_size") or 0 for r in rounds])},
                                            "Data growth per round", "round", "problems"))
+    replies = read_records(run_dir / "generated.jsonl")
+    if replies:  # what the teacher wrote, by outcome: the first place to look when little is added
+        by_outcome: dict[str, list[dict]] = {}
+        for reply in replies:
+            by_outcome.setdefault(str(reply.get("outcome")), []).append(reply)
+        section.tables.append(Table(["outcome", "replies", "first such reply (seed)"],
+                                    [[outcome, len(group), f"{_clip(group[0].get('reply'))} ({group[0].get('seed')})"]
+                                     for outcome, group in sorted(by_outcome.items())],
+                                    "The teacher's replies (generated.jsonl)"))
     return section
+
+
+def _clip(text: Any, limit: int = 300) -> str:
+    text = str(text or "")
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def stat_section(run_dir: Path) -> Section:

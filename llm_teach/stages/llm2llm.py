@@ -34,7 +34,8 @@ graded answers are ours.
 
 Outputs in OUT: `train.jsonl` (SFT `{messages}` records of the final data), `problems.jsonl`
 (seeds + generated problems with their lineage in `meta`), `rounds.jsonl` (per round: seed
-accuracy, problems added, rejections by reason), `data/round{r}.jsonl` (what round r trained
+accuracy, problems added, rejections by reason), `generated.jsonl` (every teacher reply with its
+outcome: added, or the rejection that dropped it), `data/round{r}.jsonl` (what round r trained
 on), `round{r}/train/` and `round{r}/eval/` (trainer and evaluation outputs), `manifest.json`.
 """
 
@@ -125,7 +126,7 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
                    problems=problems)
     decontam, decontam_report = Decontaminator.from_config(config.decontamination)
     data = [asdict(p) for p in problems]  # the growing data set, as Problem dicts
-    rounds, model = [], None
+    rounds, model, replies = [], None, []
     for r in range(1, config.rounds + 1):
         write_jsonl_atomic(out / "data" / f"round{r}.jsonl", [sft_record(Problem(**d), config) for d in data])
         base = model if (config.train_from == "previous" and model) else models.student
@@ -149,6 +150,10 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
         merged = run.once(f"round{r}/merge", lambda unit: _merge(works, seen),
                           depends_on=[pool, [w.records for w in works]])
         data += merged.records["added"]
+        added = {d["id"] for d in merged.records["added"]}
+        for w in works:  # a candidate the merge kept was added; one it dropped was a cross-unit near-duplicate
+            replies += [{**x, "outcome": ("added" if x["id"] in added else "rejected/near_duplicate")
+                         if x["outcome"] == "candidate" else x["outcome"]} for x in w.records.get("replies", [])]
         rejected = Counter()
         for w in [*works, merged]:
             rejected.update({k.split("/", 1)[1]: v for k, v in w.counts.items() if k.startswith("rejected/")})
@@ -157,7 +162,8 @@ def llm2llm(problems: list[Problem], models: Models, config: LLM2LLMConfig, out:
                        "added": len(merged.records["added"]), "rejected": dict(sorted(rejected.items())),
                        "data_size": len(data)})
     records = [sft_record(Problem(**d), config) for d in data]
-    return run.finish({"train.jsonl": records, "problems.jsonl": data, "rounds.jsonl": rounds},
+    return run.finish({"train.jsonl": records, "problems.jsonl": data, "rounds.jsonl": rounds,
+                       "generated.jsonl": replies},
                       rounds=rounds, decontamination=decontam_report,
                       summary={"seeds": len(problems), "final_size": len(data),
                                "seed_accuracy_by_round": [x["seed_accuracy"] for x in rounds]})
@@ -228,6 +234,7 @@ def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decon
     """New problems for one unit of wrong seeds: generate, parse, filter cheaply, then have the
     teacher re-solve the survivors and keep the ones whose answers agree."""
     counts: Counter = Counter()
+    replies = []  # every teacher reply and what became of it (generated.jsonl): why "added: 0"
     prompts = [[{"role": "user", "content": render(config.augment_template, question=seed.question,
                                                    solution=_target(seed), student_answer=_shown(wrong))}]
                for seed, wrong in unit.items]
@@ -239,18 +246,25 @@ def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decon
     for (seed, _), gens in zip(unit.items, outputs):
         for j, gen in enumerate(gens):
             counts["generated"] += 1
+            reply = {"id": f"{seed.id}~r{r}.{j}", "round": r, "seed": seed.id, "reply": gen.completion,
+                     "outcome": "candidate"}
+            replies.append(reply)
             parsed = parse_generated(gen.completion)
             if parsed is None:
                 counts["rejected/unparsable"] += 1
+                reply["outcome"] = "rejected/unparsable"
                 continue
             question, solution = parsed
             answer, _ = extract_answer(solution, benchmark)
             if answer is None:
                 counts["rejected/no_answer"] += 1
+                reply["outcome"] = "rejected/no_answer"
                 continue
+            before = Counter(counts)
             if not admit(question, decontam, seen, counts):
+                reply["outcome"] = next(k for k in counts if k.startswith("rejected/") and counts[k] != before[k])
                 continue
-            candidates.append(Problem(id=f"{seed.id}~r{r}.{j}", question=question, answer=answer, source=seed.source,
+            candidates.append(Problem(id=reply["id"], question=question, answer=answer, source=seed.source,
                                       solution=solution, meta={"seed": seed.id, "round": r}))
     if candidates:
         solve = SamplingConfig(temperature=0.0, max_new_tokens=config.solve_max_new_tokens,
@@ -258,13 +272,15 @@ def _augment(unit: Unit, teacher: Backend, pool: NearDuplicates, decontam: Decon
         prompts = [[{"role": "user", "content": render(config.solve_template, question=p.question)}] for p in candidates]
         resolved = teacher.generate(prompts, 1, solve)
         kept = []
+        outcome = {r["id"]: r for r in replies}
         for problem, gens in zip(candidates, resolved):
             if grade(gens[0].completion, problem.answer, benchmark).correct:
                 kept.append(problem)
             else:
                 counts["rejected/disagree"] += 1
+                outcome[problem.id]["outcome"] = "rejected/disagree"
         candidates = kept
-    return Work(records={"problems": [asdict(p) for p in candidates]}, counts=counts)
+    return Work(records={"problems": [asdict(p) for p in candidates], "replies": replies}, counts=counts)
 
 
 def _merge(works: list[Work], pool: NearDuplicates) -> Work:

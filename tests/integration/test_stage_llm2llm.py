@@ -72,6 +72,13 @@ def test_rounds_validate_merge_and_only_reaugment_seeds(tmp_path, tiny_model_dir
     assert manifest["counts"]["decontamination/dropped/" + str(leaked)] == 2
     assert manifest["decontamination"] == {str(leaked): 1}
     assert manifest["usage"]["teacher"]["prompts"] == 12 + 4  # 6 augment prompts + 2 re-solves per round
+    # every teacher reply is kept with what became of it, so "added: 1 of 6" can be read
+    replies = read_jsonl(tmp_path / "out" / "generated.jsonl")
+    assert [(x["round"], x["seed"]) for x in replies] == [(r, s.id) for r in (1, 2) for s in seeds]
+    assert [x["outcome"] for x in replies[:6]] == ["added", "rejected/unparsable", "rejected/no_answer",
+                                                  "rejected/contaminated", "rejected/disagree", "rejected/near_duplicate"]
+    assert replies[1]["reply"] == "I would rather not."
+    assert [x["id"] for x in replies if x["outcome"] == "added"] == [p["id"] for p in problems[6:]]
 
     # a second run over the same OUT does no model call at all
     teacher.calls.clear()

@@ -47,3 +47,17 @@ def test_kdrl_run_plots_the_kd_term_beside_the_reward(tmp_path):
 def test_a_directory_without_a_run_is_one_line(tmp_path):
     with pytest.raises(UserError, match="not a run directory"):
         build(tmp_path)
+
+
+def test_llm2llm_report_shows_what_the_teacher_wrote_by_outcome(tmp_path):
+    replies = [{"id": "a~r1.0", "round": 1, "seed": "a", "reply": "1 + 2 = 3. \\boxed{3}", "outcome": "rejected/unparsable"},
+               {"id": "b~r1.0", "round": 1, "seed": "b", "reply": "x" * 500, "outcome": "rejected/unparsable"},
+               {"id": "c~r1.0", "round": 1, "seed": "c", "reply": "Question: Q\nSolution: \\boxed{4}", "outcome": "added"}]
+    (tmp_path / "generated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replies))
+    (tmp_path / "rounds.jsonl").write_text(json.dumps({"round": 1, "seed_accuracy": 0.5, "wrong": 3, "generated": 3,
+                                                       "added": 1, "data_size": 4}) + "\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "generate:llm2llm", "stage": "llm2llm",
+                                                        "status": "complete", "counts": {"generated": 3}}))
+    tables = [t for s in build(tmp_path).sections for t in s.tables if t.caption.startswith("The teacher's replies")]
+    assert [row[:2] for row in tables[0].rows] == [["added", 1], ["rejected/unparsable", 2]]
+    assert tables[0].rows[1][2] == "1 + 2 = 3. \\boxed{3} (a)"  # the first reply of that outcome, and its seed
