@@ -177,6 +177,7 @@ class _Schedule:
                  prune_checkpoints: bool):
         self.pipeline, self.out, self.echo, self.keep_going, self.forced, self.jobs = \
             pipeline, out, echo, keep_going, forced, jobs
+        self.rerun = set(forced)  # the steps named by --rerun (`forced` grows by what reads them)
         self.prune_checkpoints = prune_checkpoints
         self.state_path = out / "pipeline.json"
         self.done: dict[str, Any] = read_state(self.state_path).get("steps", {})
@@ -241,12 +242,18 @@ class _Schedule:
         previous = self.done.get(step.name) or {}
         return previous.get("status") == "complete" and previous.get("fingerprint") == self._fingerprint(step, reads)[1]
 
-    def _fingerprint(self, step: Step, reads: set[str]) -> tuple[Step, str]:
+    def _fingerprint(self, step: Step, reads: set[str], redo: int | None = None) -> tuple[Step, str]:
         resolved = _resolve(step, self.pipeline.vars, self.results, self.out)
         # A step's identity includes the identity of every step it reads: paths like
         # ${sft.model} stay the same when what is behind them changes.
-        return resolved, _hash({"kind": step.kind, "target": resolved.target, "options": resolved.options,
-                                "inputs": {name: self.fingerprints[name] for name in sorted(reads)}})
+        identity = {"kind": step.kind, "target": resolved.target, "options": resolved.options,
+                    "inputs": {name: self.fingerprints[name] for name in sorted(reads)}}
+        # How often --rerun redid it: a redone step is a new identity, so a step that read its old
+        # output is redone too, even by a later run when this one stopped before reaching it.
+        redo = (self.done.get(step.name) or {}).get("redo", 0) if redo is None else redo
+        if redo:
+            identity["redo"] = redo
+        return resolved, _hash(identity)
 
     def _decide(self, step: Step, reads: set[str]) -> tuple[Step, str, dict[str, Any]] | None:
         """Skip the step (its input failed, or it completed before) or prepare it to run:
@@ -258,15 +265,15 @@ class _Schedule:
             self.results[step.name] = {"out": str(self.out / step.name), "failed": message}
             # The old fingerprint stays, so a partial output of this step resumes once its input
             # completes (without it the output would be set aside as another definition's).
-            self.done[step.name] = {"fingerprint": (self.done.get(step.name) or {}).get("fingerprint"),
-                                    "status": "skipped", "error": message}
+            self.done[step.name] = {**self._identity(step.name), "status": "skipped", "error": message}
             self._save()
             return None
-        resolved, fingerprint = self._fingerprint(step, reads)
+        previous = self.done.get(step.name) or {}
+        redo = previous.get("redo", 0) + (step.name in self.rerun)
+        resolved, fingerprint = self._fingerprint(step, reads, redo)
         self.fingerprints[step.name] = fingerprint
         if reads & self.forced:
             self.forced.add(step.name)
-        previous = self.done.get(step.name) or {}
         unchanged = previous.get("fingerprint") == fingerprint
         if unchanged and previous.get("status") == "complete" and step.name not in self.forced:
             self.echo(f"[{step.name}] complete, skipped")
@@ -279,17 +286,23 @@ class _Schedule:
             why = "--rerun" if step.name in self.forced else "changed (or an input changed)"
             self.echo(f"[{step.name}] {why}; the previous output is now {stale.name}")
         self.echo(f"[{step.name}] {step.kind} {resolved.target}")
-        self.done[step.name] = {"fingerprint": fingerprint, "status": "running"}
+        self.done[step.name] = {"fingerprint": fingerprint, "status": "running", **({"redo": redo} if redo else {})}
         self._save()
         return resolved, fingerprint, previous
 
+    def _identity(self, name: str) -> dict[str, Any]:
+        """The fingerprint (and --rerun count) a step's record keeps whatever its status."""
+        record = self.done.get(name) or {}
+        return {k: record[k] for k in ("fingerprint", "redo") if k in record}
+
     def _record(self, step: Step, fingerprint: str, previous: dict[str, Any], result: dict[str, Any]) -> None:
         self.results[step.name] = result
+        identity = {**self._identity(step.name), "fingerprint": fingerprint}
         if "failed" in result:
             self.failed.add(step.name)
-            self.done[step.name] = {"fingerprint": fingerprint, "status": "failed", "error": result["failed"]}
+            self.done[step.name] = {**identity, "status": "failed", "error": result["failed"]}
         else:
-            self.done[step.name] = {"fingerprint": fingerprint, "status": "complete", "result": result}
+            self.done[step.name] = {**identity, "status": "complete", "result": result}
             if step.name in self.forced and "summary" in (previous.get("result") or {}):
                 was, now = previous["result"]["summary"]["accuracy"], result["summary"]["accuracy"]
                 self.echo(f"[{step.name}] accuracy {now:.4f} (before --rerun: {was:.4f})")

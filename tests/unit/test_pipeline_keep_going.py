@@ -92,10 +92,33 @@ def test_a_skipped_step_resumes_its_partial_output_once_its_input_completes(grid
     pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True)  # b fails, leaving b/partial
     failing.clear()
     failing.add("a")
-    pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True, rerun=["a"])  # now a fails: b skipped
+    # a runs again and fails, b is skipped. Not with --rerun a: that would make a new a, and b,
+    # which read the old one, would rightly start over; here a's record is marked failed instead.
+    state = json.loads((out / "pipeline.json").read_text())
+    state["steps"]["a"]["status"] = "failed"
+    (out / "pipeline.json").write_text(json.dumps(state))
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None, keep_going=True)
     assert json.loads((out / "pipeline.json").read_text())["steps"]["b"]["status"] == "skipped"
     failing.clear()
     lines = []
     pl.run_pipeline(pipeline, out, echo=lines.append, keep_going=True)
     assert not (out / "b.stale-1").exists() and not any(line.startswith("[b] changed") for line in lines)
     assert json.loads((out / "pipeline.json").read_text())["steps"]["b"]["status"] == "complete"
+
+
+def test_a_step_whose_input_was_rerun_is_redone_even_by_a_later_run(grid):
+    # --rerun b stopped before c (here --until b; a kill does the same): c's record still says
+    # complete, but it describes the OLD b. The next plain run must redo c, and only c.
+    from llm_teach.pipeline_status import pipeline_status
+
+    pipeline, out, calls, failing = grid
+    failing.clear()
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None)
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None, rerun=["b"], until="b")
+    assert calls == ["a", "b", "c", "d", "b"]
+    status = {r["name"]: r["status"] for r in pipeline_status(pipeline, out)}
+    assert status == {"a": "complete", "b": "complete", "c": "stale", "d": "complete"}
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None)
+    assert calls == ["a", "b", "c", "d", "b", "c"]
+    pl.run_pipeline(pipeline, out, echo=lambda *_: None)  # and then all is complete: nothing runs
+    assert calls == ["a", "b", "c", "d", "b", "c"]
