@@ -39,7 +39,7 @@ from typing import Any
 
 from llm_teach.config import build, check_keys, merge, parse_overrides, read_yaml
 from llm_teach.errors import UserError
-from llm_teach.pipeline_steps import Step, run_step, run_step_quietly
+from llm_teach.pipeline_steps import Step, remove_checkpoints, run_step, run_step_quietly
 from llm_teach.runs.directory import RunDirectory, check_name
 from llm_teach.runs.pipeline_state import exclusive, read_state, save_state, set_aside
 from llm_teach.runs.step_process import start_step, wait_any
@@ -147,17 +147,6 @@ def run_pipeline(pipeline: Pipeline, out: str | Path, echo=print, until: str | N
     read_state(out / "pipeline.json")  # an unreadable state is refused before OUT is touched
     with exclusive(out):
         return _Schedule(pipeline, out, echo, keep_going, set(rerun), jobs, prune_checkpoints).run(steps, until)
-
-
-def _prune(step: Step, step_out: Path, echo) -> None:
-    """Remove a completed train step's checkpoints (`--prune-checkpoints`)."""
-    import shutil
-
-    checkpoints = step_out / "checkpoints"
-    if checkpoints.is_dir():
-        size = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file())
-        shutil.rmtree(checkpoints)
-        echo(f"[{step.name}] checkpoints removed ({size / 2**30:.1f} GiB; --prune-checkpoints)")
 
 
 def _with_inputs(steps: list[Step], names: set[str]) -> set[str]:
@@ -307,7 +296,7 @@ class _Schedule:
                 was, now = previous["result"]["summary"]["accuracy"], result["summary"]["accuracy"]
                 self.echo(f"[{step.name}] accuracy {now:.4f} (before --rerun: {was:.4f})")
             if self.prune_checkpoints and step.kind == "train":
-                _prune(step, self.out / step.name, self.echo)
+                remove_checkpoints(step, self.out / step.name, self.echo)
         self._save()
 
     def _save(self) -> None:

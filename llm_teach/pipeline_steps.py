@@ -100,3 +100,14 @@ def _run_train(step: Step, out: Path) -> dict[str, Any]:
 
 
 RUNNERS = {"eval": _run_eval, "generate": _run_generate, "train": _run_train}
+
+
+def remove_checkpoints(step: Step, step_out: Path, echo) -> None:
+    """Remove a completed train step's checkpoints (`--prune-checkpoints`)."""
+    import shutil
+
+    checkpoints = step_out / "checkpoints"
+    if checkpoints.is_dir():
+        size = sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file())
+        shutil.rmtree(checkpoints)
+        echo(f"[{step.name}] checkpoints removed ({size / 2**30:.1f} GiB; --prune-checkpoints)")
