@@ -32,6 +32,7 @@ definition or inputs changed starts over; its old output is kept as `OUT/<step>.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +276,8 @@ class _Schedule:
             why = "--rerun" if step.name in self.forced else "changed (or an input changed)"
             self.echo(f"[{step.name}] {why}; the previous output is now {stale.name}")
         self.echo(f"[{step.name}] {step.kind} {resolved.target}")
-        self.done[step.name] = {"fingerprint": fingerprint, "status": "running", **({"redo": redo} if redo else {})}
+        self.done[step.name] = {"fingerprint": fingerprint, "status": "running", "run_pid": os.getpid(),
+                                **({"redo": redo} if redo else {})}
         self._save()
         return resolved, fingerprint, previous
 

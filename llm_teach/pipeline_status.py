@@ -4,6 +4,7 @@ built on its schedule, so "would a run skip this step" has one answer."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,22 @@ def pipeline_status(pipeline: Pipeline, out: str | Path) -> list[dict[str, Any]]
             elif status == "complete":
                 schedule.fingerprints[step.name] = previous["fingerprint"]
                 schedule.results[step.name] = previous["result"]
-            elif status == "running" and not held:
-                status = "interrupted"
+            elif status == "running" and not (held and _alive(previous.get("run_pid"))):
+                status = "interrupted"  # no run holds OUT, or the one that does waits to resume it
         rows.append({"name": step.name, "status": status,
                      "result": previous.get("result") if status == "complete" else None,
                      "error": previous.get("error")})
     return rows
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether the run that started a step is still running (no pid recorded: assume so)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

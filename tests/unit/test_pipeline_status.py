@@ -6,6 +6,7 @@ under the same step names until they run again; a table reading pipeline.json al
 in. Stand-in steps as in test_pipeline_jobs.py: what is under test is the bookkeeping."""
 
 import json
+import os
 
 import pytest
 
@@ -84,6 +85,17 @@ def test_a_started_step_is_running_while_a_run_holds_out_and_interrupted_after(c
     with exclusive(out):
         assert _status(pipeline, out)["b"] == "running"
     assert _status(pipeline, out)["b"] == "interrupted"
+    # Started by a run that has ended, while a new run holds OUT and waits to resume it:
+    # interrupted, not running. Started by the run holding OUT (this process here): running.
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid, expected in ((int(ended.stdout), "interrupted"), (os.getpid(), "running")):
+        state["steps"]["b"]["run_pid"] = pid
+        (out / "pipeline.json").write_text(json.dumps(state))
+        with exclusive(out):
+            assert _status(pipeline, out)["b"] == expected
     # A running record of another definition is not this step running: stale.
     state["steps"]["b"]["fingerprint"] = "sha256:other"
     (out / "pipeline.json").write_text(json.dumps(state))
