@@ -1,6 +1,10 @@
 """The RESULTS table (and plot) from a cpu-compare run directory (run from the project root):
 
     python eval/experiments/table.py runs/cpu-compare [--plot eval/cpu-compare.png] [--set KEY=VALUE]
+        [--update eval/RESULTS.md]
+
+`--update FILE` writes the table into FILE between the lines `<!-- table.py: begin -->` and
+`<!-- table.py: end -->`, so the committed RESULTS table is exactly this script's output.
 
 Reads OUT/pipeline.json, which `llm-teach run` writes: each eval step's summary (accuracy, n)
 and each step's `cpu_seconds`. A method's row is its `M-s{0,1,2}-heldout` evaluations (mean and
@@ -121,46 +125,77 @@ def _summary(steps: dict[str, dict], name: str) -> float | None:
     return step["result"]["summary"]["accuracy"] if step.get("status") == "complete" else None
 
 
+def markdown(table: list[dict], teacher: float | None, none: float | None, gsm: dict[str, float]) -> str:
+    """The table as Markdown, with the teacher, the untrained student and the GSM8K references
+    on the line above it."""
+    fmt = lambda v, f="{:.3f}": "pending" if v is None else f.format(v)  # noqa: E731
+    gsm_line = ", ".join(f"{name} {acc:.3f}" for name, acc in gsm.items()) or "pending"
+    lines = [f"Teacher {fmt(teacher)}, no training {fmt(none)} (held-out, 256). GSM8K subset: {gsm_line}.", "",
+             "| method | seeds | accuracy mean ± sd (each seed) | vs baseline | gap recovered | answered "
+             "| CPU-min (mean per seed, incl. stage) | teacher calls | GSM8K subset (s0) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        if r["error"] and not r["seeds"]:
+            lines.append(f"| {r['method']} | 0 | did not run: {r['error']} | | | | | | |")
+            continue
+        sd = fmt(r["sd"]) if r["seeds"] != 1 else "— (one model)"
+        each = f" ({', '.join(f'{a:.3f}' for a in r['each'])})" if len(r["each"]) > 1 else ""
+        versus = "—" if not r["baseline"] else f"{r['verdict'] or 'pending'} {r['baseline']}"
+        lines.append(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd}{each} | {versus} "
+                     f"| {fmt(r['gap'], '{:.2f}')} | {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} "
+                     f"| {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- table.py: begin -->", "<!-- table.py: end -->"
+
+
+def update(path: Path, text: str) -> None:
+    """Replace what lies between the BEGIN and END lines of `path` with `text`."""
+    doc = path.read_text()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        raise SystemExit(f"{path}: needs one '{BEGIN}' line and, after it, one '{END}' line")
+    head, rest = doc.split(BEGIN)
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--update", type=Path, metavar="FILE", help="write the table into FILE between its markers")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="the --set options the run was made with (e.g. round 1's vars.student)")
     args = ap.parse_args()
     table, teacher, none = rows(args.out, args.set)
     steps = current_steps(args.out, args.set)
-    fmt = lambda v, f="{:.3f}": "pending" if v is None else f.format(v)  # noqa: E731
     gsm = {name: acc for name in ("gsm8k-teacher-base", "gsm8k-teacher", "gsm8k-none")
            if (acc := _summary(steps, name)) is not None}
-    print(f"teacher {fmt(teacher)}  no training {fmt(none)}  GSM8K subset: {gsm or 'pending'}")
-    print("| method | seeds | accuracy mean ± sd (each seed) | vs baseline | gap recovered | answered "
-          "| CPU-min (mean per seed, incl. stage) | teacher calls | GSM8K subset (s0) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in table:
-        if r["error"] and not r["seeds"]:
-            print(f"| {r['method']} | 0 | did not run: {r['error']} | | | | | | |")
-            continue
-        sd = fmt(r["sd"]) if r["seeds"] != 1 else "— (one model)"
-        each = f" ({', '.join(f'{a:.3f}' for a in r['each'])})" if len(r["each"]) > 1 else ""
-        versus = "—" if not r["baseline"] else f"{r['verdict'] or 'pending'} {r['baseline']}"
-        print(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd}{each} | {versus} | {fmt(r['gap'], '{:.2f}')} "
-              f"| {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} | {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
+    text = markdown(table, teacher, none, gsm)
+    print(text)
+    if args.update:
+        update(args.update, text)
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in table:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        placed: list[tuple[float, float]] = []
+        # the untrained student is the dashed line, not a point at 0 CPU-minutes
+        for r in sorted((r for r in table if r["method"] != "none"), key=lambda r: (r["cpu_min"] or 0, r["mean"] or 0)):
             if r["mean"] is not None and r["cpu_min"] is not None:
                 ax.errorbar(r["cpu_min"], r["mean"], yerr=r["sd"] or 0, fmt="o", capsize=3)
-                ax.annotate(r["method"], (r["cpu_min"], r["mean"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+                # a label near an earlier one goes below its point instead of above
+                near = any(abs(r["cpu_min"] - x) < 1.5 and abs(r["mean"] - y) < 0.06 for x, y in placed)
+                ax.annotate(r["method"], (r["cpu_min"], r["mean"]), fontsize=8, xytext=(4, -11 if near else 4),
+                            textcoords="offset points")
+                placed.append((r["cpu_min"], r["mean"]))
         for y, label in ((teacher, "teacher"), (none, "no training")):
             if y is not None:
                 ax.axhline(y, ls="--", lw=0.8, color="grey")
-                ax.annotate(label, (1, y), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+                ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), ha="left", va="bottom", fontsize=8)
         ax.set_xlabel("CPU-minutes per training (incl. the stage)")
         ax.set_ylabel("held-out accuracy (256 problems)")
         fig.tight_layout()

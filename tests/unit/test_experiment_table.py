@@ -83,3 +83,17 @@ def test_each_method_is_judged_against_its_baseline(run):
     assert (rows["logitkd"]["baseline"], rows["logitkd"]["verdict"]) == ("sft-gold", None)  # sft-gold pending
     assert (rows["llm2llm"]["baseline"], rows["llm2llm"]["verdict"]) == ("sft-gold", None)
     assert rows["sft-gold"]["baseline"] == "none" and rows["none"]["baseline"] is None
+
+
+def test_update_replaces_only_the_marked_block(run, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"intro\n{table.BEGIN}\nold table\n{table.END}\nafter\n")
+    text = table.markdown(*run, {"gsm8k-none": 0.02})
+    table.update(doc, text)
+    table.update(doc, text)  # idempotent
+    assert doc.read_text() == f"intro\n{table.BEGIN}\n{text}\n{table.END}\nafter\n"
+    assert "| logitkd | 3 | 0.600 ± 0.100 (0.500, 0.600, 0.700) | pending sft-gold | 0.62 |" in text
+    assert "GSM8K subset: gsm8k-none 0.020." in text
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="needs one"):
+        table.update(doc, text)
