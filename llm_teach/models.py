@@ -8,6 +8,7 @@ same things everywhere:
 - `tiny-random`           a 2-layer Llama with the SmolLM2 tokenizer, built from a seed (tests)
 - `path/to/dir`           a local Hugging Face model directory, or a LoRA adapter directory
                           (`adapter_config.json`, as `llm-teach train` writes) merged once
+                          (the merge leaves the cache once its adapter is deleted or retrained)
 - `path/to/model.gguf`    a GGUF file (converted once, like the alias)
 - `org/name`              a Hugging Face Hub id (downloaded by transformers when online)
 - `SPEC?layers=N`         a pruned student: N evenly spread decoder layers of SPEC
@@ -154,7 +155,10 @@ def _prepare_base(ms: ModelSpec) -> str:
         adapter = Path(ms.base).resolve()
         stamp = _files_stamp(sorted(adapter.glob("adapter_model.*")))
         key = hashlib.sha256(f"{adapter}|{stamp}".encode()).hexdigest()[:12]
-        return str(_cached(f"{adapter.parent.name}-{adapter.name}-merged-{key}", lambda out: _write_merged(adapter, out)))
+        name = f"{adapter.parent.name}-{adapter.name}-merged-{key}"
+        if not (home() / "models" / name / "config.json").is_file():
+            prune_merged()  # a new merge is due: drop the copies nothing can ask for again
+        return str(_cached(name, lambda out: _write_merged(adapter, out, source={"adapter": str(adapter), "stamp": stamp})))
     if ms.kind == "gguf":
         gguf = Path(ms.base).resolve()
         key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}|{gguf.stat().st_mtime_ns}".encode())
@@ -246,9 +250,47 @@ def _write_pruned(base: str, layers: int, out: Path) -> None:
     (out / "llm_teach_pruning.json").write_text(json.dumps({"base": base, "kept_layers": keep}))
 
 
-def _write_merged(adapter: Path, out: Path) -> None:
+MERGED_SOURCE = "llm_teach_merged_from.json"
+
+
+def prune_merged() -> list[Path]:
+    """Remove cached merges whose adapter is gone or has been trained again; returns them.
+
+    A merge is a full copy of the base model's weights (14 GB for a 7B base), keyed by the
+    adapter's path and weights, so every evaluated run, and every test's temporary adapter,
+    used to leave one in the cache for good. Its key can never be asked for again once the
+    adapter directory is deleted or rewritten, so it is removed the next time a merge is made.
+    A merge being written holds its lock and has no source file yet: it is never touched."""
+    from filelock import FileLock, Timeout
+
+    root = home() / "models"
+    removed = []
+    for source in sorted(root.glob(f"*-merged-*/{MERGED_SOURCE}")):
+        target = source.parent
+        if target.name.startswith("."):
+            continue  # a merge being built (`_cached`'s temporary directory)
+        try:
+            recorded = json.loads(source.read_text())
+            adapter = Path(recorded["adapter"])
+            current = _files_stamp(sorted(adapter.glob("adapter_model.*"))) if adapter.is_dir() else None
+        except (OSError, ValueError, KeyError):
+            continue  # unreadable: leave it rather than guess
+        if current == recorded.get("stamp"):
+            continue
+        try:
+            with FileLock(str(root / f".{target.name}.lock"), timeout=0):
+                shutil.rmtree(target, ignore_errors=True)
+        except Timeout:
+            continue  # another process is (re)building it right now
+        (root / f".{target.name}.lock").unlink(missing_ok=True)
+        removed.append(target)
+    return removed
+
+
+def _write_merged(adapter: Path, out: Path, source: dict[str, str] | None = None) -> None:
     """Base model + LoRA adapter -> plain weights. The base is the spec `llm-teach train` recorded
-    in `llm_teach_base.json`, else the adapter config's `base_model_name_or_path`."""
+    in `llm_teach_base.json`, else the adapter config's `base_model_name_or_path`. In the cache,
+    `source` (the adapter's path and weights stamp) is written beside them, for `prune_merged`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,6 +305,8 @@ def _write_merged(adapter: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(prepare(base), dtype=torch.float32)
     PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().save_pretrained(out)
     AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").is_file() else prepare(base)).save_pretrained(out)
+    if source is not None:
+        (out / MERGED_SOURCE).write_text(json.dumps(source))
 
 
 def pruned_layer_indices(total: int, keep: int) -> list[int]:
