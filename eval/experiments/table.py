@@ -140,8 +140,10 @@ def markdown(table: list[dict], teacher: float | None, none: float | None, gsm: 
             continue
         sd = fmt(r["sd"]) if r["seeds"] != 1 else "— (one model)"
         each = f" ({', '.join(f'{a:.3f}' for a in r['each'])})" if len(r["each"]) > 1 else ""
-        versus = "—" if not r["baseline"] else f"{r['verdict'] or 'pending'} {r['baseline']}"
-        lines.append(f"| {r['method']} | {r['seeds']} | {fmt(r['mean'])} ± {sd}{each} | {versus} "
+        accuracy = "pending" if r["mean"] is None else f"{fmt(r['mean'])} ± {sd}{each}"
+        versus = ("—" if not r["baseline"] else "pending" if r["mean"] is None
+                  else f"{r['verdict'] or 'pending'} {r['baseline']}")  # "pending sft-gold": that one is
+        lines.append(f"| {r['method']} | {r['seeds']} | {accuracy} | {versus} "
                      f"| {fmt(r['gap'], '{:.2f}')} | {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} "
                      f"| {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
     return "\n".join(lines)

@@ -93,6 +93,8 @@ def test_update_replaces_only_the_marked_block(run, tmp_path):
     table.update(doc, text)  # idempotent
     assert doc.read_text() == f"intro\n{table.BEGIN}\n{text}\n{table.END}\nafter\n"
     assert "| logitkd | 3 | 0.600 ± 0.100 (0.500, 0.600, 0.700) | pending sft-gold | 0.62 |" in text
+    unmeasured = next(line for line in text.splitlines() if line.startswith("| sft-gold |"))
+    assert unmeasured.split(" | ")[2:5] == ["pending", "pending", "pending"]  # not "pending ± pending"
     assert "GSM8K subset: gsm8k-none 0.020." in text
     doc.write_text("no markers\n")
     with pytest.raises(SystemExit, match="needs one"):
