@@ -183,17 +183,20 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        placed: list[tuple[float, float]] = []
-        # the untrained student is the dashed line, not a point at 0 CPU-minutes
-        for r in sorted((r for r in table if r["method"] != "none"), key=lambda r: (r["cpu_min"] or 0, r["mean"] or 0)):
-            if r["mean"] is not None and r["cpu_min"] is not None:
-                ax.errorbar(r["cpu_min"], r["mean"], yerr=r["sd"] or 0, fmt="o", capsize=3)
-                # a label near an earlier one goes below its point instead of above
-                near = any(abs(r["cpu_min"] - x) < 1.5 and abs(r["mean"] - y) < 0.06 for x, y in placed)
-                ax.annotate(r["method"], (r["cpu_min"], r["mean"]), fontsize=8, xytext=(4, -11 if near else 4),
-                            textcoords="offset points")
-                placed.append((r["cpu_min"], r["mean"]))
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        # A legend, not labels beside the points: in a cluster a label lands nearer another
+        # point than its own. Colour and marker together tell 12+ methods apart.
+        styles = [(c, m) for m in "osD^v" for c in plt.get_cmap("tab10").colors]
+        measured = [r for r in table if r["method"] != "none" and r["mean"] is not None and r["cpu_min"] is not None]
+        for r, (color, marker) in zip(measured, styles):  # the untrained student is the dashed line
+            ax.errorbar(r["cpu_min"], r["mean"], yerr=r["sd"] or 0, fmt=marker, color=color, capsize=3,
+                        label=f"{r['method']} {r['mean']:.3f}")
+        if measured:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+            # log: the stages cost 10-20x a plain training, which would squash the others together
+            ax.set_xscale("log")
+            ticks = [t for t in (2, 5, 10, 20, 50, 100, 200, 500) if t <= 2 * max(r["cpu_min"] for r in measured)]
+            ax.set_xticks(ticks, [str(t) for t in ticks])
         for y, label in ((teacher, "teacher"), (none, "no training")):
             if y is not None:
                 ax.axhline(y, ls="--", lw=0.8, color="grey")
