@@ -142,7 +142,7 @@ def markdown(table: list[dict], teacher: float | None, none: float | None, gsm: 
         each = f" ({', '.join(f'{a:.3f}' for a in r['each'])})" if len(r["each"]) > 1 else ""
         accuracy = "pending" if r["mean"] is None else f"{fmt(r['mean'])} ± {sd}{each}"
         versus = ("—" if not r["baseline"] else "pending" if r["mean"] is None
-                  else f"{r['verdict'] or 'pending'} {r['baseline']}")  # "pending sft-gold": that one is
+                  else f"{r['verdict'] or 'pending'} {r['baseline']}")  # "pending sft-gold": the baseline is not measured yet
         lines.append(f"| {r['method']} | {r['seeds']} | {accuracy} | {versus} "
                      f"| {fmt(r['gap'], '{:.2f}')} | {fmt(r['answered'], '{:.2f}')} | {fmt(r['cpu_min'], '{:.1f}')} "
                      f"| {fmt(r['teacher_calls'], '{:d}')} | {fmt(r['gsm8k'])} |")
@@ -193,7 +193,7 @@ def main() -> None:
                         label=f"{r['method']} {r['mean']:.3f}")
         if measured:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-            # log: the stages cost 10-20x a plain training, which would squash the others together
+            # log: a stage can cost 25x a plain training (ARTE), which squashes the others together
             ax.set_xscale("log")
             ticks = [t for t in (2, 5, 10, 20, 50, 100, 200, 500) if t <= 2 * max(r["cpu_min"] for r in measured)]
             ax.set_xticks(ticks, [str(t) for t in ticks])
