@@ -158,7 +158,8 @@ def _prepare_base(ms: ModelSpec) -> str:
         name = f"{adapter.parent.name}-{adapter.name}-merged-{key}"
         if not (home() / "models" / name / "config.json").is_file():
             prune_merged()  # a new merge is due: drop the copies nothing can ask for again
-        return str(_cached(name, lambda out: _write_merged(adapter, out, source={"adapter": str(adapter), "stamp": stamp})))
+        source = {"adapter": str(adapter), "stamp": stamp}
+        return str(_cached(name, lambda out: _write_merged(adapter, out, source)))
     if ms.kind == "gguf":
         gguf = Path(ms.base).resolve()
         key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}|{gguf.stat().st_mtime_ns}".encode())

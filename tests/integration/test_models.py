@@ -23,7 +23,8 @@ def _adapter(path, seed: int):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(load_model("tiny-random"), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora = LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
+    model = get_peft_model(load_model("tiny-random"), lora)
     model.save_pretrained(path)
     (path / "llm_teach_base.json").write_text('{"spec": "tiny-random"}')
     return path
@@ -41,8 +42,9 @@ def test_merges_of_deleted_or_retrained_adapters_leave_the_cache(tiny_model_dir,
     (home / "models").mkdir(parents=True)
     (home / "models" / "tiny-random-seed0").symlink_to(prepare("tiny-random"))  # no rebuild in the new home
     monkeypatch.setenv("LLM_TEACH_HOME", str(home))
-    kept, deleted, retrained = (_adapter(tmp_path / name / "adapter", i) for i, name in enumerate(["kept", "deleted", "retrained"]))
-    merged = {name: Path(prepare(str(a))) for name, a in [("kept", kept), ("deleted", deleted), ("retrained", retrained)]}
+    adapters = {name: _adapter(tmp_path / name / "adapter", i) for i, name in enumerate(["kept", "deleted", "retrained"])}
+    kept, retrained = adapters["kept"], adapters["retrained"]
+    merged = {name: Path(prepare(str(a))) for name, a in adapters.items()}
     assert all((m / MERGED_SOURCE).is_file() for m in merged.values()) and len(set(merged.values())) == 3
     merged_q = load_model(str(merged["kept"])).state_dict()["model.layers.0.self_attn.q_proj.weight"]
     assert not torch.equal(merged_q, load_model("tiny-random").state_dict()["model.layers.0.self_attn.q_proj.weight"])
