@@ -132,6 +132,12 @@ def weights_stamp(spec: str) -> str | None:
     return hashlib.sha256(_files_stamp(files).encode()).hexdigest()[:16]
 
 
+def _adapter_stamp(adapter: Path) -> str:
+    """What a cached merge is keyed by besides the path; `prune_merged` compares the same value,
+    so the two cannot drift apart (a drift would remove every live merge)."""
+    return _files_stamp(sorted(adapter.glob("adapter_model.*")))
+
+
 def _files_stamp(files: list[Path]) -> str:
     return "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
@@ -153,7 +159,7 @@ def _prepare_base(ms: ModelSpec) -> str:
         return ms.base
     if ms.kind == "adapter":
         adapter = Path(ms.base).resolve()
-        stamp = _files_stamp(sorted(adapter.glob("adapter_model.*")))
+        stamp = _adapter_stamp(adapter)
         key = hashlib.sha256(f"{adapter}|{stamp}".encode()).hexdigest()[:12]
         name = f"{adapter.parent.name}-{adapter.name}-merged-{key}"
         if not (home() / "models" / name / "config.json").is_file():
@@ -273,7 +279,7 @@ def prune_merged() -> list[Path]:
         try:
             recorded = json.loads(source.read_text())
             adapter = Path(recorded["adapter"])
-            current = _files_stamp(sorted(adapter.glob("adapter_model.*"))) if adapter.is_dir() else None
+            current = _adapter_stamp(adapter) if adapter.is_dir() else None
         except (OSError, ValueError, KeyError):
             continue  # unreadable: leave it rather than guess
         if current == recorded.get("stamp"):
